@@ -1,0 +1,214 @@
+//! `hs-bench latency`: end-to-end delivery latency of a 1:1 dialog.
+//!
+//! Alice and Bob share a fresh direct room. Bob sits in a `/sync` long-poll,
+//! as a phone client would. Alice sends one message at a time; each message's
+//! latency runs from just before her `PUT /send` until Bob's long-poll returns
+//! it. Sending one at a time means every figure is an idle-server round trip,
+//! not a queueing artefact.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::matrix::Session;
+use crate::setup::{self, ServerArgs};
+use crate::stats::Summary;
+
+/// Key under which each message carries its run and sequence number.
+const MARKER: &str = "dev.hs_bench";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Messages to measure.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Messages sent first and not measured (warms connections and caches).
+    #[arg(long, default_value_t = 50)]
+    pub warmup: u64,
+    /// Pad each message body to this many bytes (the product brief's typical
+    /// text message is about 1 KB).
+    #[arg(long, default_value_t = 0)]
+    pub body_bytes: usize,
+    /// Give up if a message has not reached Bob's /sync within this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub message_timeout_secs: u64,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let http = setup::http_client()?;
+    let run = setup::run_id();
+
+    let alice = setup::register_user(&http, &args.server, &format!("bench_{run}_alice")).await?;
+    let bob = setup::register_user(&http, &args.server, &format!("bench_{run}_bob")).await?;
+    let room_id = alice
+        .create_room(&json!({
+            "preset": "private_chat",
+            "is_direct": true,
+            "invite": [bob.user_id],
+        }))
+        .await?;
+    bob.join(&room_id).await?;
+
+    // Catch Bob up first, so his long-poll starts after the join and only
+    // new messages wake it.
+    let filter = sync_filter(&room_id);
+    let (initial, _) = bob
+        .sync(None, &filter, 0)
+        .await
+        .context("Bob's initial sync")?;
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let mut syncer = tokio::spawn(sync_loop(
+        bob.clone(),
+        room_id.clone(),
+        filter,
+        initial.next_batch,
+        run.clone(),
+        arrivals_tx,
+    ));
+
+    println!(
+        "hs-bench latency: {} messages ({} warm-up) from {} to {} in {room_id}",
+        args.messages, args.warmup, alice.user_id, bob.user_id
+    );
+
+    let timeout = Duration::from_secs(args.message_timeout_secs);
+    let padding = "x".repeat(args.body_bytes);
+    let mut end_to_end = Vec::with_capacity(args.messages as usize);
+    let mut acks = Vec::with_capacity(args.messages as usize);
+    let mut measured_start = Instant::now();
+
+    for seq in 0..args.warmup + args.messages {
+        if seq == args.warmup {
+            measured_start = Instant::now();
+        }
+        let content = message(&run, seq, &padding);
+        let txn_id = format!("{run}-{seq}");
+
+        let sent_at = Instant::now();
+        alice.send_message(&room_id, &txn_id, &content).await?;
+        let acked_at = Instant::now();
+        let arrived_at = wait_for(&mut arrivals, seq, timeout, &mut syncer).await?;
+
+        if seq >= args.warmup {
+            acks.push(acked_at - sent_at);
+            end_to_end.push(arrived_at.saturating_duration_since(sent_at));
+        }
+    }
+    let elapsed = measured_start.elapsed();
+    syncer.abort();
+
+    if let Some(summary) = Summary::of(&end_to_end) {
+        println!("  end-to-end latency (PUT start -> Bob's /sync returns it)");
+        println!("{summary}");
+    }
+    if let Some(summary) = Summary::of(&acks) {
+        println!("  send acknowledgement (PUT round trip)");
+        println!("{summary}");
+    }
+    println!(
+        "  throughput  {:.1} msg/s (one message in flight, {} in {:.3} s)",
+        end_to_end.len() as f64 / elapsed.as_secs_f64(),
+        end_to_end.len(),
+        elapsed.as_secs_f64()
+    );
+    let retries = alice.rate_limited_retries() + bob.rate_limited_retries();
+    if retries > 0 {
+        println!("  WARNING: {retries} requests were rate-limited and retried; figures include the waits");
+    }
+    Ok(())
+}
+
+/// The sync filter: only this room's messages, nothing else, so each answer
+/// stays as small as a real client's incremental sync.
+fn sync_filter(room_id: &str) -> String {
+    json!({
+        "presence": { "not_types": ["*"] },
+        "account_data": { "not_types": ["*"] },
+        "room": {
+            "rooms": [room_id],
+            "timeline": { "limit": 50, "types": ["m.room.message"] },
+            "state": { "lazy_load_members": true },
+            "ephemeral": { "not_types": ["*"] },
+            "account_data": { "not_types": ["*"] },
+        },
+    })
+    .to_string()
+}
+
+fn message(run: &str, seq: u64, padding: &str) -> Value {
+    json!({
+        "msgtype": "m.text",
+        "body": format!("hs-bench {seq} {padding}"),
+        MARKER: { "run": run, "seq": seq },
+    })
+}
+
+/// Bob's long-poll loop: reports `(seq, arrival instant)` for every message of
+/// this run that a `/sync` answer carries.
+async fn sync_loop(
+    bob: Session,
+    room_id: String,
+    filter: String,
+    mut since: String,
+    run: String,
+    arrivals: mpsc::UnboundedSender<(u64, Instant)>,
+) -> Result<()> {
+    loop {
+        let (sync, arrived) = bob
+            .sync(Some(&since), &filter, 30_000)
+            .await
+            .context("Bob's /sync long-poll")?;
+        since = sync.next_batch;
+        let Some(room) = sync.rooms.join.get(&room_id) else {
+            continue;
+        };
+        for event in &room.timeline.events {
+            let marker = &event.content[MARKER];
+            if event.kind != "m.room.message" || marker["run"].as_str() != Some(&run) {
+                continue;
+            }
+            if let Some(seq) = marker["seq"].as_u64() {
+                if arrivals.send((seq, arrived)).is_err() {
+                    return Ok(()); // The sender is done measuring.
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the sync loop reports message `seq`, skipping any other.
+async fn wait_for(
+    arrivals: &mut mpsc::UnboundedReceiver<(u64, Instant)>,
+    seq: u64,
+    timeout: Duration,
+    syncer: &mut JoinHandle<Result<()>>,
+) -> Result<Instant> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, arrivals.recv()).await {
+            Ok(Some((got, at))) if got == seq => return Ok(at),
+            Ok(Some(_)) => continue,
+            // The channel only closes when the sync loop has ended, which it
+            // does only on an error: surface that error.
+            Ok(None) => {
+                let why = match syncer.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow::anyhow!("it returned"),
+                    Err(e) => anyhow::Error::new(e),
+                };
+                return Err(why.context(format!(
+                    "Bob's sync loop stopped before message {seq} arrived"
+                )));
+            }
+            Err(_) => bail!(
+                "message {seq} did not reach Bob's /sync within {} s",
+                timeout.as_secs()
+            ),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Configuration: one TOML file with commented defaults, plus environment overrides.
+//!
+//! Every option is documented in `docs/configuration.md`. Environment variables
+//! named `HS_<SECTION>__<KEY>` (double underscore between levels) override the file,
+//! e.g. `HS_DATABASE__URL=postgres://...` or `HS_SERVER_NAME=example.org`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The server name that appears in user ids and room aliases (`@alice:<server_name>`).
+    pub server_name: String,
+    /// Where to store the signing key (generated on first start).
+    pub signing_key_path: PathBuf,
+    pub listeners: Listeners,
+    pub database: Database,
+    pub registration: Registration,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub logging: Logging,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    /// Client-Server API (and, until the federation listener exists, the key server).
+    /// Port 0 picks a free port (used by tests).
+    pub client: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    /// `sqlite://path/to/file.db` (embedded default) or `postgres://user:pass@host/db`.
+    pub url: String,
+    /// Maximum pooled connections (PostgreSQL). SQLite uses one writer and a few readers.
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registration {
+    /// Open registration with `m.login.dummy`: anyone may register.
+    pub enabled: bool,
+    /// When set, registration requires a registration token (`m.login.registration_token`).
+    pub require_token: bool,
+    /// Shared secret for `/_synapse/admin/v1/register` (HMAC-SHA1). Unset disables it.
+    pub shared_secret: Option<String>,
+    /// Issue refresh tokens to clients that ask for them; access tokens then expire.
+    pub access_token_lifetime_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes. Larger bodies get `M_TOO_LARGE`.
+    pub max_body_bytes: usize,
+    /// Longest accepted /sync `timeout`, in milliseconds.
+    pub max_sync_timeout_ms: u64,
+}
+
+/// Token-bucket rate limits. `per_second` is the refill rate, `burst` the bucket size.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub login: Bucket,
+    pub register: Bucket,
+    pub send: Bucket,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Logging {
+    /// `tracing` filter directive, e.g. `info` or `hs_engine=debug,info`.
+    pub level: String,
+    /// Emit JSON lines instead of human-readable logs.
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".to_owned(),
+            signing_key_path: PathBuf::from("./data/signing.key"),
+            listeners: Listeners::default(),
+            database: Database::default(),
+            registration: Registration::default(),
+            limits: Limits::default(),
+            rate_limits: RateLimits::default(),
+            logging: Logging::default(),
+        }
+    }
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self { url: "sqlite://./data/homeserver.db".to_owned(), max_connections: 16 }
+    }
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            require_token: false,
+            shared_secret: None,
+            access_token_lifetime_ms: None,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, max_sync_timeout_ms: 120_000 }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login: Bucket { per_second: 0.5, burst: 10.0 },
+            register: Bucket { per_second: 0.2, burst: 5.0 },
+            send: Bucket { per_second: 20.0, burst: 100.0 },
+        }
+    }
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), json: false }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file (if given), then applies `HS_*` environment overrides.
+    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut value: toml::Table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                toml::from_str(&text)?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env_overrides(&mut value, std::env::vars());
+        let config: Config = value.try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ruma::ServerName::parse(&self.server_name)
+            .map_err(|e| anyhow::anyhow!("server_name {:?} is invalid: {e}", self.server_name))?;
+        if self.limits.max_body_bytes < 1024 {
+            anyhow::bail!("limits.max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+}
+
+/// `HS_DATABASE__URL=x` sets `[database] url = "x"`. Values parse as TOML
+/// scalars when they can (`true`, `42`), and as strings otherwise.
+fn apply_env_overrides(root: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) {
+    for (key, raw) in vars {
+        let Some(path) = key.strip_prefix("HS_") else { continue };
+        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let mut table = &mut *root;
+        for part in &parts[..parts.len() - 1] {
+            let entry = table
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            let toml::Value::Table(next) = entry else { unreachable!() };
+            table = next;
+        }
+        if let Some(last) = parts.last() {
+            table.insert(last.clone(), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let mut t = toml::Table::new();
+        apply_env_overrides(
+            &mut t,
+            vec![
+                ("HS_DATABASE__URL".to_owned(), "postgres://x/y".to_owned()),
+                ("HS_REGISTRATION__ENABLED".to_owned(), "false".to_owned()),
+                ("OTHER".to_owned(), "1".to_owned()),
+            ]
+            .into_iter(),
+        );
+        let c: Config = t.try_into().unwrap();
+        assert_eq!(c.database.url, "postgres://x/y");
+        assert!(!c.registration.enabled);
+    }
+}

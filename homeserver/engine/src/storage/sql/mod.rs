@@ -1,0 +1,106 @@
+//! The SQL backend: one implementation over sqlx's `Any` driver, serving SQLite
+//! (embedded default) and PostgreSQL alike.
+//!
+//! Queries are written in the dialect both engines accept (`$n` placeholders,
+//! `ON CONFLICT`, `TEXT`/`BIGINT` columns), so there is no per-backend copy of the
+//! logic. SQLite gets one writer connection (its engine admits one writer at a
+//! time anyway) plus a pool of readers over WAL.
+
+mod account_data;
+mod accounts;
+mod rooms;
+mod timeline;
+
+use sqlx::{
+    any::{AnyPoolOptions, AnyRow},
+    AnyPool, Executor, Row,
+};
+
+/// Ordered schema migrations. A migration is never edited once released.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+pub struct SqlStore {
+    /// Serialises writes on SQLite; on PostgreSQL it is the same pool as `read`.
+    write: AnyPool,
+    read: AnyPool,
+}
+
+impl SqlStore {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        let (write, read) = if is_sqlite {
+            let url = sqlite_url(url)?;
+            let write = sqlite_pool(&url, 1).await?;
+            // The writer creates the file and switches it to WAL before readers open it.
+            run_migrations(&write).await?;
+            let read = sqlite_pool(&url, max_connections.clamp(1, 8)).await?;
+            (write, read)
+        } else {
+            let pool = AnyPoolOptions::new().max_connections(max_connections.max(2)).connect(url).await?;
+            run_migrations(&pool).await?;
+            (pool.clone(), pool)
+        };
+        Ok(Self { write, read })
+    }
+}
+
+/// Makes sure the SQLite file's directory exists and the file is created on demand.
+fn sqlite_url(url: &str) -> anyhow::Result<String> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path != ":memory:" {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+    }
+    Ok(if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") })
+}
+
+async fn sqlite_pool(url: &str, max: u32) -> anyhow::Result<AnyPool> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
+}
+
+async fn run_migrations(pool: &AnyPool) -> anyhow::Result<()> {
+    pool.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        .fetch_one(pool)
+        .await?
+        .try_get("v")?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let mut tx = pool.begin().await?;
+        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let statement: String = statement
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if statement.trim().is_empty() {
+                continue;
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(*version).execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}
+
+fn flag(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(col)? != 0)
+}

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine:
+#
+#   fmt       cargo fmt --check
+#   clippy    cargo clippy, warnings are errors
+#   sqlite    cargo test --workspace (embedded SQLite store)
+#   postgres  the workspace's tests again against a private PostgreSQL cluster
+#   clients   a real third-party client (matrix-nio) against the built binary
+#
+# Usage: ./scripts/test.sh [STEP...]   (no STEP runs them all, in that order)
+#
+# Everything the suite needs is installed here if it is missing (PostgreSQL
+# from apt, rustfmt/clippy with rustup, a Python venv with pinned packages),
+# and skipped quickly when it is already there. Every step runs even if an
+# earlier one failed, so one run reports everything; the exit code is non-zero
+# if any step failed.
+#
+# Environment:
+#   CARGO_TARGET_DIR      shared build cache (default $HOME/.cache/hs-target)
+#   HS_TEST_POSTGRES_URL  use this PostgreSQL admin URL instead of starting a
+#                         private cluster
+#   HS_VENV               Python venv for the client tests (default $HOME/.cache/hs-venv)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hs-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+HS_VENV="${HS_VENV:-$HOME/.cache/hs-venv}"
+ALL_STEPS=(fmt clippy sqlite postgres clients)
+
+if [ -t 2 ]; then
+    log() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+else
+    log() { printf '\n==> %s\n' "$*" >&2; }
+fi
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Argument parsing
+
+STEPS=()
+if [ $# -eq 0 ]; then
+    STEPS=("${ALL_STEPS[@]}")
+else
+    for arg in "$@"; do
+        case "$arg" in
+            fmt | clippy | sqlite | postgres | clients) STEPS+=("$arg") ;;
+            -h | --help)
+                sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+                exit 0
+                ;;
+            *) die "unknown step '$arg' (steps: ${ALL_STEPS[*]})" ;;
+        esac
+    done
+fi
+wants() {
+    local s
+    for s in "${STEPS[@]}"; do [ "$s" = "$1" ] && return 0; done
+    return 1
+}
+
+# ---------------------------------------------------------------------------
+# Installing what the suite needs
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+APT_UPDATED=0
+apt_install() {
+    if ! command -v apt-get >/dev/null; then
+        echo "test.sh: need to install $*, but apt-get is not available" >&2
+        return 1
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" || return 1
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+    local missing=()
+    if wants fmt && ! cargo fmt --version >/dev/null 2>&1; then missing+=(rustfmt); fi
+    if wants clippy && ! cargo clippy --version >/dev/null 2>&1; then missing+=(clippy); fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        command -v rustup >/dev/null || die "need rust components ${missing[*]}, but rustup is not available"
+        log "rustup component add ${missing[*]}"
+        rustup component add "${missing[@]}"
+    fi
+}
+
+# Prints the newest PostgreSQL server bin directory, e.g. /usr/lib/postgresql/15/bin.
+pg_bindir() {
+    local d
+    # shellcheck disable=SC2012 # version directories have plain names
+    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+    if [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ]; then
+        echo "$d"
+    fi
+}
+
+ensure_postgres() {
+    if [ -z "$(pg_bindir)" ]; then
+        apt_install postgresql || return 1
+    fi
+    if [ -z "$(pg_bindir)" ]; then
+        echo "test.sh: PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin" >&2
+        return 1
+    fi
+}
+
+ensure_python() {
+    if ! command -v python3 >/dev/null; then
+        apt_install python3 python3-venv || return 1
+    fi
+    # Debian's system python3 ships venv/ensurepip separately.
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv || return 1
+    fi
+}
+
+# The venv is reused while it works and was built from the same requirements.
+ensure_venv() {
+    local req="$ROOT/tests/clients/requirements.txt"
+    local wanted stamp="$HS_VENV/.hs-requirements"
+    wanted="$(cat "$req" "$ROOT/tests/clients/constraints.txt")"
+    if [ -x "$HS_VENV/bin/python" ] && "$HS_VENV/bin/python" -c 'import nio, pytest' >/dev/null 2>&1 &&
+        [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+        return 0
+    fi
+    ensure_python
+    if ! [ -x "$HS_VENV/bin/python" ] || ! "$HS_VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
+        log "creating venv $HS_VENV"
+        rm -rf "$HS_VENV"
+        mkdir -p "$(dirname "$HS_VENV")"
+        python3 -m venv "$HS_VENV"
+    fi
+    log "pip install -r tests/clients/requirements.txt"
+    "$HS_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+    printf '%s' "$wanted" >"$stamp"
+}
+
+# ---------------------------------------------------------------------------
+# A private PostgreSQL cluster for this run
+
+PG_DIR=""
+PG_BIN=""
+PG_USER=""
+PG_PORT=""
+
+# Runs a command as the cluster's owner (PostgreSQL refuses to run as root),
+# from a directory that owner can read.
+as_pg() {
+    if [ -n "$PG_USER" ]; then
+        (cd / && runuser -u "$PG_USER" -- "$@")
+    else
+        (cd / && "$@")
+    fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_postgres() {
+    PG_BIN="$(pg_bindir)"
+    if [ "$(id -u)" -eq 0 ]; then
+        PG_USER=postgres
+        if ! id -u "$PG_USER" >/dev/null 2>&1; then
+            useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER" || return 1
+        fi
+    fi
+    # This runs in a condition, where errexit is off: check each step.
+    PG_DIR="$(mktemp -d /tmp/hs-pg.XXXXXX)" || return 1
+    chmod 755 "$PG_DIR" || return 1
+    if [ -n "$PG_USER" ]; then chown "$PG_USER" "$PG_DIR" || return 1; fi
+
+    log "initdb ($PG_BIN) in $PG_DIR"
+    as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --no-locale --no-sync >"$PG_DIR/initdb.log" 2>&1 ||
+        { cat "$PG_DIR/initdb.log" >&2; return 1; }
+    cat >>"$PG_DIR/data/postgresql.conf" <<EOF || return 1
+
+# Tuned for throwaway test databases: durability off, many connections.
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$PG_DIR'
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 128MB
+log_min_messages = warning
+EOF
+
+    # Pick a free port; retry a few times in case another process takes it
+    # between our check and the server's bind.
+    local port=$((55432 + $$ % 1000)) attempt
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        while port_in_use "$port"; do port=$((port + 1)); done
+        if as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $port" -w -t 60 start >/dev/null; then
+            PG_PORT="$port"
+            export HS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+            log "PostgreSQL listening on 127.0.0.1:$PG_PORT"
+            return 0
+        fi
+        echo "PostgreSQL failed to start on port $port (attempt $attempt):" >&2
+        tail -n 5 "$PG_DIR/server.log" >&2 || true
+        port=$((port + 1))
+    done
+    return 1
+}
+
+stop_postgres() {
+    [ -n "$PG_DIR" ] || return 0
+    if [ -f "$PG_DIR/data/postmaster.pid" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || {
+            local pid
+            pid="$(head -n1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true)"
+            [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true
+        }
+    fi
+    rm -rf "$PG_DIR"
+    PG_DIR=""
+}
+
+cleanup() {
+    local rc=$?
+    stop_postgres || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# Steps
+
+RESULTS=()
+FAILED=0
+
+# run_step NAME FUNCTION: runs FUNCTION in a subshell with errexit, records the outcome.
+run_step() {
+    local name="$1" fn="$2" start rc
+    log "step: $name"
+    start=$(date +%s)
+    set +e
+    (set -e; "$fn")
+    rc=$?
+    set -e
+    local secs=$(($(date +%s) - start))
+    if [ "$rc" -eq 0 ]; then
+        RESULTS+=("$(printf 'PASS  %-9s %4ss' "$name" "$secs")")
+    else
+        RESULTS+=("$(printf 'FAIL  %-9s %4ss  (exit %s)' "$name" "$secs" "$rc")")
+        FAILED=$((FAILED + 1))
+    fi
+}
+
+step_fmt() { cargo fmt --all -- --check; }
+
+step_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
+
+step_sqlite() { env -u HS_TEST_POSTGRES_URL cargo test --workspace; }
+
+step_postgres() {
+    [ -n "${HS_TEST_POSTGRES_URL:-}" ] || { echo "no PostgreSQL available" >&2; return 1; }
+    echo "HS_TEST_POSTGRES_URL=$HS_TEST_POSTGRES_URL"
+    cargo test --workspace --tests
+}
+
+step_clients() {
+    ensure_venv
+    cargo build -p homeserver
+    export HS_BINARY="${HS_BINARY:-$CARGO_TARGET_DIR/debug/homeserver}"
+    [ -x "$HS_BINARY" ] || { echo "homeserver binary not found at $HS_BINARY" >&2; return 1; }
+    local rc=0
+    # No cache or bytecode files in the work tree.
+    PYTHONDONTWRITEBYTECODE=1 "$HS_VENV/bin/python" -m pytest -p no:cacheprovider -v tests/clients || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "pytest collected no tests: counted as a failure" >&2
+    fi
+    return "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# Main
+
+if wants fmt || wants clippy || wants sqlite || wants postgres || wants clients; then
+    ensure_rust
+fi
+
+PG_SETUP_FAILED=0
+if wants postgres && [ -z "${HS_TEST_POSTGRES_URL:-}" ]; then
+    if ! { ensure_postgres && start_postgres; }; then
+        PG_SETUP_FAILED=1
+    fi
+fi
+
+for step in "${ALL_STEPS[@]}"; do
+    wants "$step" || continue
+    if [ "$step" = postgres ] && [ "$PG_SETUP_FAILED" -eq 1 ]; then
+        RESULTS+=("$(printf 'FAIL  %-9s %4ss  (PostgreSQL did not start)' postgres 0)")
+        FAILED=$((FAILED + 1))
+        continue
+    fi
+    run_step "$step" "step_$step"
+done
+
+printf '\n==================== test summary ====================\n'
+printf '%s\n' "${RESULTS[@]}"
+printf 'steps: %d passed, %d failed\n' "$((${#RESULTS[@]} - FAILED))" "$FAILED"
+[ "$FAILED" -eq 0 ]
