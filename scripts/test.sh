@@ -20,6 +20,8 @@
 #   HS_TEST_POSTGRES_URL  use this PostgreSQL admin URL instead of starting a
 #                         private cluster
 #   HS_VENV               Python venv for the client tests (default $HOME/.cache/hs-venv)
+#   HS_BINARY             homeserver binary the client tests start
+#                         (default $CARGO_TARGET_DIR/debug/homeserver)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +50,7 @@ else
         case "$arg" in
             fmt | clippy | sqlite | postgres | clients) STEPS+=("$arg") ;;
             -h | --help)
-                sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
             *) die "unknown step '$arg' (steps: ${ALL_STEPS[*]})" ;;

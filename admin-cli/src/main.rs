@@ -4,6 +4,8 @@
 //! this file only parses the command line and dispatches. To add a group, add a
 //! module with an `Args` struct and a `run` function, and a variant below.
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -23,8 +25,20 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Register(args) => register::run(args).await,
+    };
+    report(result)
+}
+
+/// Prints an error as one readable chain of causes rather than a debug dump.
+fn report(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -13,6 +13,8 @@ mod setup;
 mod stats;
 mod throughput;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -36,9 +38,21 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Latency(args) => latency::run(args).await,
         Command::Throughput(args) => throughput::run(args).await,
+    };
+    report(result)
+}
+
+/// Prints an error as one readable chain of causes rather than a debug dump.
+fn report(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -12,40 +12,73 @@ const V3: &str = "/_matrix/client/v3";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_availability_and_errors() {
     let server = TestServer::start().await;
-    let avail = server.get(&format!("{V3}/register/available?username=alice")).await.ok();
+    let avail = server
+        .get(&format!("{V3}/register/available?username=alice"))
+        .await
+        .ok();
     assert_eq!(avail["available"], true);
 
     let alice = server.register("alice").await;
     assert_eq!(alice.user_id, "@alice:localhost");
     assert!(!alice.access_token.is_empty() && !alice.device_id.is_empty());
 
-    server.get(&format!("{V3}/register/available?username=alice")).await.assert_error(400, "M_USER_IN_USE");
     server
-        .get(&format!("{V3}/register/available?username={}", enc("Not Valid!")))
+        .get(&format!("{V3}/register/available?username=alice"))
+        .await
+        .assert_error(400, "M_USER_IN_USE");
+    server
+        .get(&format!(
+            "{V3}/register/available?username={}",
+            enc("Not Valid!")
+        ))
         .await
         .assert_error(400, "M_INVALID_USERNAME");
 
     // Registering a taken name fails at once (before or after UIA) with M_USER_IN_USE.
-    let resp = server.post(&format!("{V3}/register"), json!({ "username": "alice", "password": PASSWORD })).await;
+    let resp = server
+        .post(
+            &format!("{V3}/register"),
+            json!({ "username": "alice", "password": PASSWORD }),
+        )
+        .await;
     resp.assert_error(400, "M_USER_IN_USE");
-    let resp = server.post(&format!("{V3}/register"), json!({ "username": "ALICE WAS HERE", "password": PASSWORD })).await;
+    let resp = server
+        .post(
+            &format!("{V3}/register"),
+            json!({ "username": "ALICE WAS HERE", "password": PASSWORD }),
+        )
+        .await;
     resp.assert_error(400, "M_INVALID_USERNAME");
 
     // Register with inhibit_login: an account, but no token.
     let mut body = json!({ "username": "quiet", "password": PASSWORD, "inhibit_login": true });
-    let session = server.post(&format!("{V3}/register"), body.clone()).await.body["session"].clone();
+    let session = server
+        .post(&format!("{V3}/register"), body.clone())
+        .await
+        .body["session"]
+        .clone();
     body["auth"] = json!({ "type": "m.login.dummy", "session": session });
     let done = server.post(&format!("{V3}/register"), body).await.ok();
     assert_eq!(done["user_id"], "@quiet:localhost");
-    assert!(done.get("access_token").is_none(), "inhibit_login must not issue a token: {done}");
+    assert!(
+        done.get("access_token").is_none(),
+        "inhibit_login must not issue a token: {done}"
+    );
     server.login("quiet", PASSWORD).await;
 
     // Without a username the server picks one.
     let mut body = json!({ "password": PASSWORD });
-    let session = server.post(&format!("{V3}/register"), body.clone()).await.body["session"].clone();
+    let session = server
+        .post(&format!("{V3}/register"), body.clone())
+        .await
+        .body["session"]
+        .clone();
     body["auth"] = json!({ "type": "m.login.dummy", "session": session });
     let done = server.post(&format!("{V3}/register"), body).await.ok();
-    assert!(done["user_id"].as_str().unwrap().ends_with(":localhost"), "{done}");
+    assert!(
+        done["user_id"].as_str().unwrap().ends_with(":localhost"),
+        "{done}"
+    );
     server.shutdown().await;
 }
 
@@ -59,8 +92,14 @@ async fn uia_session_is_required_and_single_use() {
             json!({ "username": "x", "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": "made-up" } }),
         )
         .await;
-    assert!(resp.status.is_client_error(), "a made-up UIA session must not register: {resp:?}");
-    let avail = server.get(&format!("{V3}/register/available?username=x")).await.ok();
+    assert!(
+        resp.status.is_client_error(),
+        "a made-up UIA session must not register: {resp:?}"
+    );
+    let avail = server
+        .get(&format!("{V3}/register/available?username=x"))
+        .await
+        .ok();
     assert_eq!(avail["available"], true, "nothing was registered");
     server.shutdown().await;
 }
@@ -68,7 +107,12 @@ async fn uia_session_is_required_and_single_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_can_be_closed() {
     let server = TestServer::start_with(|c| c.registration.enabled = false).await;
-    let resp = server.post(&format!("{V3}/register"), json!({ "username": "alice", "password": PASSWORD })).await;
+    let resp = server
+        .post(
+            &format!("{V3}/register"),
+            json!({ "username": "alice", "password": PASSWORD }),
+        )
+        .await;
     resp.assert_error(403, "M_FORBIDDEN");
     // The shared secret still works.
     let done = server.admin_register("alice", PASSWORD, false).await.ok();
@@ -80,10 +124,21 @@ async fn registration_can_be_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_token_flow_is_advertised() {
     let server = TestServer::start_with(|c| c.registration.require_token = true).await;
-    let first = server.post(&format!("{V3}/register"), json!({ "username": "alice", "password": PASSWORD })).await;
+    let first = server
+        .post(
+            &format!("{V3}/register"),
+            json!({ "username": "alice", "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(first.status.as_u16(), 401, "{first:?}");
-    assert!(has_flow(&first.body, &["m.login.registration_token"]), "flows: {first:?}");
-    assert!(!has_flow(&first.body, &["m.login.dummy"]), "dummy alone must not complete a token-gated registration: {first:?}");
+    assert!(
+        has_flow(&first.body, &["m.login.registration_token"]),
+        "flows: {first:?}"
+    );
+    assert!(
+        !has_flow(&first.body, &["m.login.dummy"]),
+        "dummy alone must not complete a token-gated registration: {first:?}"
+    );
 
     // Dummy auth alone doesn't register.
     let session = first.body["session"].clone();
@@ -95,7 +150,10 @@ async fn registration_token_flow_is_advertised() {
         .await;
     assert!(!resp.status.is_success(), "{resp:?}");
     // A bogus token isn't valid and doesn't register.
-    let v = server.get("/_matrix/client/v1/register/m.login.registration_token/validity?token=bogus").await.ok();
+    let v = server
+        .get("/_matrix/client/v1/register/m.login.registration_token/validity?token=bogus")
+        .await
+        .ok();
     assert_eq!(v["valid"], false);
     let resp = server
         .post(
@@ -104,8 +162,15 @@ async fn registration_token_flow_is_advertised() {
                     "auth": { "type": "m.login.registration_token", "token": "bogus", "session": session } }),
         )
         .await;
-    assert_eq!(resp.status.as_u16(), 401, "a wrong registration token is a failed UIA stage: {resp:?}");
-    let avail = server.get(&format!("{V3}/register/available?username=alice")).await.ok();
+    assert_eq!(
+        resp.status.as_u16(),
+        401,
+        "a wrong registration token is a failed UIA stage: {resp:?}"
+    );
+    let avail = server
+        .get(&format!("{V3}/register/available?username=alice"))
+        .await
+        .ok();
     assert_eq!(avail["available"], true);
     server.shutdown().await;
 }
@@ -121,7 +186,10 @@ async fn shared_secret_registration() {
     server.login("admin1", "pw-1").await;
 
     // A wrong MAC is refused and registers nothing.
-    let nonce = server.get("/_synapse/admin/v1/register").await.ok()["nonce"].as_str().unwrap().to_owned();
+    let nonce = server.get("/_synapse/admin/v1/register").await.ok()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let bad_mac = admin_register_mac("wrong-secret", &nonce, "mallory", "pw", false);
     let resp = server
         .post(
@@ -132,20 +200,36 @@ async fn shared_secret_registration() {
     resp.assert_error(403, "M_FORBIDDEN");
 
     // A nonce is single use.
-    let nonce = server.get("/_synapse/admin/v1/register").await.ok()["nonce"].as_str().unwrap().to_owned();
+    let nonce = server.get("/_synapse/admin/v1/register").await.ok()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mac = admin_register_mac(SHARED_SECRET, &nonce, "once", "pw", false);
-    let body = json!({ "nonce": nonce, "username": "once", "password": "pw", "admin": false, "mac": mac });
-    server.post("/_synapse/admin/v1/register", body.clone()).await.ok();
+    let body =
+        json!({ "nonce": nonce, "username": "once", "password": "pw", "admin": false, "mac": mac });
+    server
+        .post("/_synapse/admin/v1/register", body.clone())
+        .await
+        .ok();
     let again = server.post("/_synapse/admin/v1/register", body).await;
-    assert!(again.status.is_client_error(), "a reused nonce must be refused: {again:?}");
+    assert!(
+        again.status.is_client_error(),
+        "a reused nonce must be refused: {again:?}"
+    );
 
-    let avail = server.get(&format!("{V3}/register/available?username=mallory")).await.ok();
+    let avail = server
+        .get(&format!("{V3}/register/available?username=mallory"))
+        .await
+        .ok();
     assert_eq!(avail["available"], true);
 
     // An unconfigured shared secret disables the endpoint.
     let closed = TestServer::start_with(|c| c.registration.shared_secret = None).await;
     let resp = closed.get("/_synapse/admin/v1/register").await;
-    assert!(!resp.status.is_success(), "no shared secret, no admin registration: {resp:?}");
+    assert!(
+        !resp.status.is_success(),
+        "no shared secret, no admin registration: {resp:?}"
+    );
     closed.shutdown().await;
     server.shutdown().await;
 }
@@ -155,7 +239,11 @@ async fn login_and_whoami() {
     let server = TestServer::start().await;
     let flows = server.get(&format!("{V3}/login")).await.ok();
     assert!(
-        flows["flows"].as_array().unwrap().iter().any(|f| f["type"] == "m.login.password"),
+        flows["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["type"] == "m.login.password"),
         "GET /login offers m.login.password: {flows}"
     );
     let alice = server.register("alice").await;
@@ -172,15 +260,35 @@ async fn login_and_whoami() {
     assert_eq!(who["device_id"], a.device_id.as_str());
 
     // A chosen device id is kept.
-    let c = server.login_with("alice", PASSWORD, json!({ "device_id": "MYPHONE", "initial_device_display_name": "Phone" })).await;
+    let c = server
+        .login_with(
+            "alice",
+            PASSWORD,
+            json!({ "device_id": "MYPHONE", "initial_device_display_name": "Phone" }),
+        )
+        .await;
     assert_eq!(c.device_id, "MYPHONE");
     let dev = c.get(&format!("{V3}/devices/MYPHONE")).await.ok();
     assert_eq!(dev["display_name"], "Phone");
 
-    server.login_raw("alice", "wrong password", json!({})).await.assert_error(403, "M_FORBIDDEN");
-    server.login_raw("nobody", PASSWORD, json!({})).await.assert_error(403, "M_FORBIDDEN");
-    let resp = server.post(&format!("{V3}/login"), json!({ "type": "m.login.bogus", "user": "alice" })).await;
-    assert!(resp.status.as_u16() == 400 && resp.errcode().starts_with("M_"), "unknown login type: {resp:?}");
+    server
+        .login_raw("alice", "wrong password", json!({}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .login_raw("nobody", PASSWORD, json!({}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let resp = server
+        .post(
+            &format!("{V3}/login"),
+            json!({ "type": "m.login.bogus", "user": "alice" }),
+        )
+        .await;
+    assert!(
+        resp.status.as_u16() == 400 && resp.errcode().starts_with("M_"),
+        "unknown login type: {resp:?}"
+    );
     // The good token still works after failed logins.
     a.whoami().await.ok();
     server.shutdown().await;
@@ -201,9 +309,17 @@ async fn logout_and_logout_all() {
 
     // The logged-out device is gone from the device list.
     let devices = two.get(&format!("{V3}/devices")).await.ok();
-    let ids: Vec<&str> = devices["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
     assert!(!ids.contains(&one.device_id.as_str()), "{devices}");
-    assert!(ids.contains(&two.device_id.as_str()) && ids.contains(&three.device_id.as_str()), "{devices}");
+    assert!(
+        ids.contains(&two.device_id.as_str()) && ids.contains(&three.device_id.as_str()),
+        "{devices}"
+    );
 
     two.post(&format!("{V3}/logout/all"), json!({})).await.ok();
     two.whoami().await.assert_error(401, "M_UNKNOWN_TOKEN");
@@ -211,25 +327,49 @@ async fn logout_and_logout_all() {
     // The password still works.
     let four = server.login("alice", PASSWORD).await;
     let devices = four.get(&format!("{V3}/devices")).await.ok();
-    assert_eq!(devices["devices"].as_array().unwrap().len(), 1, "only the new device remains: {devices}");
+    assert_eq!(
+        devices["devices"].as_array().unwrap().len(),
+        1,
+        "only the new device remains: {devices}"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_list_get_update_delete() {
     let server = TestServer::start().await;
-    let phone = server.register_with("alice", Some(PASSWORD), json!({ "initial_device_display_name": "Phone" })).await;
-    let laptop = server.login_with("alice", PASSWORD, json!({ "initial_device_display_name": "Laptop" })).await;
+    let phone = server
+        .register_with(
+            "alice",
+            Some(PASSWORD),
+            json!({ "initial_device_display_name": "Phone" }),
+        )
+        .await;
+    let laptop = server
+        .login_with(
+            "alice",
+            PASSWORD,
+            json!({ "initial_device_display_name": "Laptop" }),
+        )
+        .await;
 
     let list = phone.get(&format!("{V3}/devices")).await.ok();
     let mut names: Vec<(String, String)> = list["devices"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["device_id"].as_str().unwrap().to_owned(), d["display_name"].as_str().unwrap_or("").to_owned()))
+        .map(|d| {
+            (
+                d["device_id"].as_str().unwrap().to_owned(),
+                d["display_name"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     names.sort();
-    let mut want = vec![(phone.device_id.clone(), "Phone".to_owned()), (laptop.device_id.clone(), "Laptop".to_owned())];
+    let mut want = vec![
+        (phone.device_id.clone(), "Phone".to_owned()),
+        (laptop.device_id.clone(), "Laptop".to_owned()),
+    ];
     want.sort();
     assert_eq!(names, want);
 
@@ -237,9 +377,15 @@ async fn devices_list_get_update_delete() {
     let dev = phone.get(&path).await.ok();
     assert_eq!(dev["device_id"], laptop.device_id.as_str());
     assert_eq!(dev["display_name"], "Laptop");
-    phone.put(&path, json!({ "display_name": "Work laptop" })).await.ok();
+    phone
+        .put(&path, json!({ "display_name": "Work laptop" }))
+        .await
+        .ok();
     assert_eq!(laptop.get(&path).await.ok()["display_name"], "Work laptop");
-    phone.get(&format!("{V3}/devices/NOSUCHDEVICE")).await.assert_error(404, "M_NOT_FOUND");
+    phone
+        .get(&format!("{V3}/devices/NOSUCHDEVICE"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
 
     // Another user can't see alice's devices.
     let bob = server.register("bob").await;
@@ -258,12 +404,21 @@ async fn devices_list_get_update_delete() {
             "session": session,
         }})
     };
-    let wrong = phone.request(reqwest::Method::DELETE, &path, Body::Json(auth("wrong"))).await;
-    assert_eq!(wrong.status.as_u16(), 401, "a wrong password fails the stage: {wrong:?}");
+    let wrong = phone
+        .request(reqwest::Method::DELETE, &path, Body::Json(auth("wrong")))
+        .await;
+    assert_eq!(
+        wrong.status.as_u16(),
+        401,
+        "a wrong password fails the stage: {wrong:?}"
+    );
     assert_eq!(wrong.errcode(), "M_FORBIDDEN", "{wrong:?}");
     laptop.whoami().await.ok();
 
-    phone.request(reqwest::Method::DELETE, &path, Body::Json(auth(PASSWORD))).await.ok();
+    phone
+        .request(reqwest::Method::DELETE, &path, Body::Json(auth(PASSWORD)))
+        .await
+        .ok();
     laptop.whoami().await.assert_error(401, "M_UNKNOWN_TOKEN");
     phone.get(&path).await.assert_error(404, "M_NOT_FOUND");
     let list = phone.get(&format!("{V3}/devices")).await.ok();
@@ -273,13 +428,22 @@ async fn devices_list_get_update_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens() {
-    let server = TestServer::start_with(|c| c.registration.access_token_lifetime_ms = Some(2_000)).await;
+    let server =
+        TestServer::start_with(|c| c.registration.access_token_lifetime_ms = Some(2_000)).await;
     server.register("alice").await;
 
-    let login = server.login_raw("alice", PASSWORD, json!({ "refresh_token": true })).await.ok();
+    let login = server
+        .login_raw("alice", PASSWORD, json!({ "refresh_token": true }))
+        .await
+        .ok();
     let access = login["access_token"].as_str().unwrap().to_owned();
-    let refresh = login["refresh_token"].as_str().expect("refresh_token when asked for").to_owned();
-    let expires = login["expires_in_ms"].as_u64().expect("expires_in_ms with a refresh token");
+    let refresh = login["refresh_token"]
+        .as_str()
+        .expect("refresh_token when asked for")
+        .to_owned();
+    let expires = login["expires_in_ms"]
+        .as_u64()
+        .expect("expires_in_ms with a refresh token");
     assert!(expires > 0 && expires <= 2_000, "expires_in_ms {expires}");
     let client = server.with_token(&access);
     client.whoami().await.ok();
@@ -292,31 +456,71 @@ async fn refresh_tokens() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let resp = client.whoami().await;
     resp.assert_error(401, "M_UNKNOWN_TOKEN");
-    assert_eq!(resp.body["soft_logout"], true, "an expired token is a soft logout: {resp:?}");
-    server.with_token(plain["access_token"].as_str().unwrap()).whoami().await.ok();
+    assert_eq!(
+        resp.body["soft_logout"], true,
+        "an expired token is a soft logout: {resp:?}"
+    );
+    server
+        .with_token(plain["access_token"].as_str().unwrap())
+        .whoami()
+        .await
+        .ok();
 
-    let new = server.post(&format!("{V3}/refresh"), json!({ "refresh_token": refresh })).await.ok();
+    let new = server
+        .post(
+            &format!("{V3}/refresh"),
+            json!({ "refresh_token": refresh }),
+        )
+        .await
+        .ok();
     let new_access = new["access_token"].as_str().unwrap().to_owned();
     let new_refresh = new["refresh_token"].as_str().unwrap_or(&refresh).to_owned();
     assert_ne!(new_access, access);
     let who = server.with_token(&new_access).whoami().await.ok();
     assert_eq!(who["user_id"], "@alice:localhost");
-    assert_eq!(who["device_id"], login["device_id"], "refresh keeps the device");
+    assert_eq!(
+        who["device_id"], login["device_id"],
+        "refresh keeps the device"
+    );
 
     // Once the new token is used, the old refresh token is revoked.
     if new_refresh != refresh {
         server
-            .post(&format!("{V3}/refresh"), json!({ "refresh_token": refresh }))
+            .post(
+                &format!("{V3}/refresh"),
+                json!({ "refresh_token": refresh }),
+            )
             .await
             .assert_error(401, "M_UNKNOWN_TOKEN");
     }
-    server.post(&format!("{V3}/refresh"), json!({ "refresh_token": "bogus" })).await.assert_error(401, "M_UNKNOWN_TOKEN");
-    let again = server.post(&format!("{V3}/refresh"), json!({ "refresh_token": new_refresh })).await.ok();
-    server.with_token(again["access_token"].as_str().unwrap()).whoami().await.ok();
+    server
+        .post(
+            &format!("{V3}/refresh"),
+            json!({ "refresh_token": "bogus" }),
+        )
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    let again = server
+        .post(
+            &format!("{V3}/refresh"),
+            json!({ "refresh_token": new_refresh }),
+        )
+        .await
+        .ok();
+    server
+        .with_token(again["access_token"].as_str().unwrap())
+        .whoami()
+        .await
+        .ok();
 
     // Registration can ask for a refresh token too.
-    let bob = server.register_with("bob", Some(PASSWORD), json!({ "refresh_token": true })).await;
-    assert!(bob.refresh_token.is_some(), "register with refresh_token: true returns one");
+    let bob = server
+        .register_with("bob", Some(PASSWORD), json!({ "refresh_token": true }))
+        .await;
+    assert!(
+        bob.refresh_token.is_some(),
+        "register with refresh_token: true returns one"
+    );
     server.shutdown().await;
 }
 
@@ -324,7 +528,10 @@ async fn refresh_tokens() {
 async fn discovery_endpoints() {
     let server = TestServer::start().await;
     let versions = server.get("/_matrix/client/versions").await.ok();
-    assert!(!versions["versions"].as_array().unwrap().is_empty(), "{versions}");
+    assert!(
+        !versions["versions"].as_array().unwrap().is_empty(),
+        "{versions}"
+    );
     let alice = server.register("alice").await;
     let caps = alice.get(&format!("{V3}/capabilities")).await.ok();
     let rv = &caps["capabilities"]["m.room_versions"];

@@ -12,7 +12,11 @@ const V3: &str = "/_matrix/client/v3";
 /// After a bad request, a valid one from the same user still works.
 async fn still_serving(user: &Client) {
     let who = user.whoami().await.ok();
-    assert_eq!(who["user_id"], user.user_id.as_str(), "server still serves after bad input");
+    assert_eq!(
+        who["user_id"],
+        user.user_id.as_str(),
+        "server still serves after bad input"
+    );
 }
 
 async fn room_bodies(user: &Client, room: &str) -> Vec<String> {
@@ -25,22 +29,51 @@ async fn malformed_json_is_m_not_json() {
     let alice = server.register("alice").await;
     let room = alice.create_room(json!({})).await;
 
-    for raw in [&b"{not json"[..], b"", b"{\"msgtype\": \"m.text\", \"body\": \"cut", b"\xff\xfe garbage"] {
+    for raw in [
+        &b"{not json"[..],
+        b"",
+        b"{\"msgtype\": \"m.text\", \"body\": \"cut",
+        b"\xff\xfe garbage",
+    ] {
         let resp = alice
-            .request(Method::PUT, &format!("{V3}/rooms/{}/send/m.room.message/{}", enc(&room), txn()), Body::Raw(raw.to_vec()))
+            .request(
+                Method::PUT,
+                &format!("{V3}/rooms/{}/send/m.room.message/{}", enc(&room), txn()),
+                Body::Raw(raw.to_vec()),
+            )
             .await;
         resp.assert_error(400, "M_NOT_JSON");
         still_serving(&alice).await;
     }
-    let resp = alice.request(Method::POST, &format!("{V3}/createRoom"), Body::Raw(b"{\"name\":".to_vec())).await;
+    let resp = alice
+        .request(
+            Method::POST,
+            &format!("{V3}/createRoom"),
+            Body::Raw(b"{\"name\":".to_vec()),
+        )
+        .await;
     resp.assert_error(400, "M_NOT_JSON");
-    let resp = server.request(Method::POST, &format!("{V3}/login"), Body::Raw(b"[[[".to_vec())).await;
+    let resp = server
+        .request(
+            Method::POST,
+            &format!("{V3}/login"),
+            Body::Raw(b"[[[".to_vec()),
+        )
+        .await;
     resp.assert_error(400, "M_NOT_JSON");
 
-    assert_eq!(room_bodies(&alice, &room).await, Vec::<String>::new(), "a failed send leaves no event");
+    assert_eq!(
+        room_bodies(&alice, &room).await,
+        Vec::<String>::new(),
+        "a failed send leaves no event"
+    );
     alice.send_text(&room, "fine").await;
     assert_eq!(room_bodies(&alice, &room).await, vec!["fine"]);
-    assert_eq!(alice.joined_rooms().await, vec![room], "the malformed createRoom created nothing");
+    assert_eq!(
+        alice.joined_rooms().await,
+        vec![room],
+        "the malformed createRoom created nothing"
+    );
     server.shutdown().await;
 }
 
@@ -51,13 +84,41 @@ async fn wrong_types_are_m_bad_json() {
     let room = alice.create_room(json!({ "name": "kept" })).await;
 
     let cases: Vec<(Method, String, Value)> = vec![
-        (Method::POST, format!("{V3}/createRoom"), json!({ "name": 42 })),
-        (Method::POST, format!("{V3}/createRoom"), json!({ "invite": "@bob:localhost" })),
-        (Method::POST, format!("{V3}/createRoom"), json!({ "is_direct": "yes" })),
-        (Method::PUT, format!("{V3}/profile/{}/displayname", enc(&alice.user_id)), json!({ "displayname": ["a"] })),
-        (Method::POST, format!("{V3}/rooms/{}/invite", enc(&room)), json!({ "user_id": 7 })),
-        (Method::POST, format!("{V3}/user/{}/filter", enc(&alice.user_id)), json!({ "room": { "timeline": { "limit": "ten" } } })),
-        (Method::POST, format!("{V3}/login"), json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": 5 }, "password": PASSWORD })),
+        (
+            Method::POST,
+            format!("{V3}/createRoom"),
+            json!({ "name": 42 }),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/createRoom"),
+            json!({ "invite": "@bob:localhost" }),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/createRoom"),
+            json!({ "is_direct": "yes" }),
+        ),
+        (
+            Method::PUT,
+            format!("{V3}/profile/{}/displayname", enc(&alice.user_id)),
+            json!({ "displayname": ["a"] }),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/rooms/{}/invite", enc(&room)),
+            json!({ "user_id": 7 }),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/user/{}/filter", enc(&alice.user_id)),
+            json!({ "room": { "timeline": { "limit": "ten" } } }),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/login"),
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": 5 }, "password": PASSWORD }),
+        ),
     ];
     for (method, path, body) in cases {
         let resp = alice.request(method, &path, Body::Json(body)).await;
@@ -66,7 +127,14 @@ async fn wrong_types_are_m_bad_json() {
     }
 
     // A message content must be an object.
-    let resp = alice.send_event(&room, "m.room.message", &txn(), json!(["not", "an", "object"])).await;
+    let resp = alice
+        .send_event(
+            &room,
+            "m.room.message",
+            &txn(),
+            json!(["not", "an", "object"]),
+        )
+        .await;
     resp.assert_error_one_of(&[(400, "M_BAD_JSON"), (400, "M_NOT_JSON")]);
 
     // Nothing changed: one room, still named "kept", no messages.
@@ -74,7 +142,10 @@ async fn wrong_types_are_m_bad_json() {
     let name = alice.get_state(&room, "m.room.name", "").await.ok();
     assert_eq!(name["name"], "kept");
     assert!(room_bodies(&alice, &room).await.is_empty());
-    let profile = alice.get(&format!("{V3}/profile/{}", enc(&alice.user_id))).await.ok();
+    let profile = alice
+        .get(&format!("{V3}/profile/{}", enc(&alice.user_id)))
+        .await
+        .ok();
     assert_ne!(profile["displayname"], json!(["a"]));
     server.shutdown().await;
 }
@@ -87,17 +158,34 @@ async fn huge_body_is_m_too_large() {
 
     // 10 MB: over the request body limit.
     let big = "x".repeat(10 * 1024 * 1024);
-    let resp = alice.send_event(&room, "m.room.message", &txn(), json!({ "msgtype": "m.text", "body": big })).await;
+    let resp = alice
+        .send_event(
+            &room,
+            "m.room.message",
+            &txn(),
+            json!({ "msgtype": "m.text", "body": big }),
+        )
+        .await;
     resp.assert_error(413, "M_TOO_LARGE");
     still_serving(&alice).await;
 
     // 70 KB: under the body limit, over the 64 KiB PDU limit.
     let pdu = "y".repeat(70 * 1024);
-    let resp = alice.send_event(&room, "m.room.message", &txn(), json!({ "msgtype": "m.text", "body": pdu })).await;
+    let resp = alice
+        .send_event(
+            &room,
+            "m.room.message",
+            &txn(),
+            json!({ "msgtype": "m.text", "body": pdu }),
+        )
+        .await;
     resp.assert_error(413, "M_TOO_LARGE");
     still_serving(&alice).await;
 
-    assert!(room_bodies(&alice, &room).await.is_empty(), "no oversized event was stored");
+    assert!(
+        room_bodies(&alice, &room).await.is_empty(),
+        "no oversized event was stored"
+    );
     alice.send_text(&room, "small").await;
     assert_eq!(room_bodies(&alice, &room).await, vec!["small"]);
     server.shutdown().await;
@@ -110,21 +198,63 @@ async fn unknown_room_ids() {
     let unknown = "!doesnotexist:localhost";
     let either = [(403, "M_FORBIDDEN"), (404, "M_NOT_FOUND")];
 
-    alice.send_event(unknown, "m.room.message", &txn(), json!({ "msgtype": "m.text", "body": "x" })).await.assert_error_one_of(&either);
-    alice.messages_raw(unknown, None, None, "b", None, None).await.assert_error_one_of(&either);
-    alice.get(&format!("{V3}/rooms/{}/state", enc(unknown))).await.assert_error_one_of(&either);
-    alice.get_state(unknown, "m.room.name", "").await.assert_error_one_of(&either);
-    alice.get(&format!("{V3}/rooms/{}/members", enc(unknown))).await.assert_error_one_of(&either);
+    alice
+        .send_event(
+            unknown,
+            "m.room.message",
+            &txn(),
+            json!({ "msgtype": "m.text", "body": "x" }),
+        )
+        .await
+        .assert_error_one_of(&either);
+    alice
+        .messages_raw(unknown, None, None, "b", None, None)
+        .await
+        .assert_error_one_of(&either);
+    alice
+        .get(&format!("{V3}/rooms/{}/state", enc(unknown)))
+        .await
+        .assert_error_one_of(&either);
+    alice
+        .get_state(unknown, "m.room.name", "")
+        .await
+        .assert_error_one_of(&either);
+    alice
+        .get(&format!("{V3}/rooms/{}/members", enc(unknown)))
+        .await
+        .assert_error_one_of(&either);
     alice.join_raw(unknown).await.assert_error_one_of(&either);
-    alice.post(&format!("{V3}/rooms/{}/leave", enc(unknown)), json!({})).await.assert_error_one_of(&either);
-    alice.invite_raw(unknown, &server.user_id("alice")).await.assert_error_one_of(&either);
-    alice.join_raw("#nowhere:localhost").await.assert_error(404, "M_NOT_FOUND");
+    alice
+        .post(&format!("{V3}/rooms/{}/leave", enc(unknown)), json!({}))
+        .await
+        .assert_error_one_of(&either);
+    alice
+        .invite_raw(unknown, &server.user_id("alice"))
+        .await
+        .assert_error_one_of(&either);
+    alice
+        .join_raw("#nowhere:localhost")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
     still_serving(&alice).await;
 
     // Not a room id at all.
-    let resp = alice.send_event("not-a-room", "m.room.message", &txn(), json!({ "body": "x" })).await;
-    assert!(resp.status.is_client_error(), "malformed room id must be a 4xx: {resp:?}");
-    assert!(resp.errcode().starts_with("M_"), "with an errcode: {resp:?}");
+    let resp = alice
+        .send_event(
+            "not-a-room",
+            "m.room.message",
+            &txn(),
+            json!({ "body": "x" }),
+        )
+        .await;
+    assert!(
+        resp.status.is_client_error(),
+        "malformed room id must be a 4xx: {resp:?}"
+    );
+    assert!(
+        resp.errcode().starts_with("M_"),
+        "with an errcode: {resp:?}"
+    );
     assert!(alice.joined_rooms().await.is_empty(), "no room appeared");
     still_serving(&alice).await;
     server.shutdown().await;
@@ -137,11 +267,17 @@ async fn invalid_user_ids() {
     let room = alice.create_room(json!({ "preset": "private_chat" })).await;
 
     for bad in ["not a user id", "bob", "@:localhost", "@bob"] {
-        alice.invite_raw(&room, bad).await.assert_error(400, "M_INVALID_PARAM");
+        alice
+            .invite_raw(&room, bad)
+            .await
+            .assert_error(400, "M_INVALID_PARAM");
         still_serving(&alice).await;
     }
     alice
-        .post(&format!("{V3}/createRoom"), json!({ "invite": ["@ok:localhost", "garbage"] }))
+        .post(
+            &format!("{V3}/createRoom"),
+            json!({ "invite": ["@ok:localhost", "garbage"] }),
+        )
         .await
         .assert_error_one_of(&[(400, "M_INVALID_PARAM"), (400, "M_BAD_JSON")]);
     alice
@@ -150,7 +286,10 @@ async fn invalid_user_ids() {
         .assert_error_one_of(&[(400, "M_INVALID_PARAM"), (400, "M_BAD_JSON")]);
 
     // No member event was written for any of them, and the bad createRoom made no room.
-    let members = alice.get(&format!("{V3}/rooms/{}/members", enc(&room))).await.ok();
+    let members = alice
+        .get(&format!("{V3}/rooms/{}/members", enc(&room)))
+        .await
+        .ok();
     let chunk = members["chunk"].as_array().unwrap();
     assert_eq!(chunk.len(), 1, "only alice is a member: {members}");
     assert_eq!(alice.joined_rooms().await, vec![room]);
@@ -170,9 +309,15 @@ async fn missing_and_unknown_tokens() {
     resp.assert_error(401, "M_MISSING_TOKEN");
 
     let stranger = server.with_token("syt_bogus_token");
-    for resp in [stranger.whoami().await, stranger.sync_raw(None, None, None).await] {
+    for resp in [
+        stranger.whoami().await,
+        stranger.sync_raw(None, None, None).await,
+    ] {
         resp.assert_error(401, "M_UNKNOWN_TOKEN");
-        assert_eq!(resp.body["soft_logout"], false, "soft_logout must be false for an unknown token: {resp:?}");
+        assert_eq!(
+            resp.body["soft_logout"], false,
+            "soft_logout must be false for an unknown token: {resp:?}"
+        );
     }
     still_serving(&alice).await;
     server.shutdown().await;
@@ -182,13 +327,19 @@ async fn missing_and_unknown_tokens() {
 async fn unknown_endpoints_and_methods() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    alice.get("/_matrix/client/v3/no/such/endpoint").await.assert_error(404, "M_UNRECOGNIZED");
+    alice
+        .get("/_matrix/client/v3/no/such/endpoint")
+        .await
+        .assert_error(404, "M_UNRECOGNIZED");
     alice
         .request(Method::DELETE, &format!("{V3}/createRoom"), Body::None)
         .await
         .assert_error_one_of(&[(405, "M_UNRECOGNIZED"), (404, "M_UNRECOGNIZED")]);
     alice
-        .post(&format!("{V3}/createRoom"), json!({ "room_version": "9999" }))
+        .post(
+            &format!("{V3}/createRoom"),
+            json!({ "room_version": "9999" }),
+        )
         .await
         .assert_error(400, "M_UNSUPPORTED_ROOM_VERSION");
     assert!(alice.joined_rooms().await.is_empty());
@@ -209,7 +360,10 @@ async fn txn_ids_are_scoped_per_device() {
     let content = json!({ "msgtype": "m.text", "body": "hi" });
     let a1 = phone.send(&room, "shared-txn", content.clone()).await;
     let b1 = laptop.send(&room, "shared-txn", content.clone()).await;
-    assert_ne!(a1, b1, "another device reusing a txnId must create a new event");
+    assert_ne!(
+        a1, b1,
+        "another device reusing a txnId must create a new event"
+    );
     let a2 = phone.send(&room, "shared-txn", content.clone()).await;
     let b2 = laptop.send(&room, "shared-txn", content.clone()).await;
     assert_eq!(a1, a2, "same device, same txnId: same event");
@@ -217,19 +371,29 @@ async fn txn_ids_are_scoped_per_device() {
 
     let history = phone.paginate_all(&room, None, "f", 50).await;
     let msgs = messages_only(&history);
-    assert_eq!(event_ids(&msgs), vec![a1.clone(), b1.clone()], "two events, each stored once");
+    assert_eq!(
+        event_ids(&msgs),
+        vec![a1.clone(), b1.clone()],
+        "two events, each stored once"
+    );
 
     // The spec scopes a txnId to the device and the request path: the same
     // id sent to another room is another event.
     let other = phone.create_room(json!({})).await;
     let c = phone.send(&other, "shared-txn", content.clone()).await;
     assert_ne!(c, a1);
-    assert_eq!(bodies(&phone.paginate_all(&other, None, "f", 50).await), vec!["hi"]);
+    assert_eq!(
+        bodies(&phone.paginate_all(&other, None, "f", 50).await),
+        vec!["hi"]
+    );
 
     // A new login on a fresh device: the txnId is free again there.
     let tablet = server.login("alice", PASSWORD).await;
     let d = tablet.send(&room, "shared-txn", content).await;
     assert!(d != a1 && d != b1);
-    assert_eq!(messages_only(&phone.paginate_all(&room, None, "f", 50).await).len(), 3);
+    assert_eq!(
+        messages_only(&phone.paginate_all(&room, None, "f", 50).await).len(),
+        3
+    );
     server.shutdown().await;
 }

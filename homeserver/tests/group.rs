@@ -31,12 +31,26 @@ async fn five_members_chat() {
     }
     for u in &users[1..] {
         let s = u.sync(None, None, None).await;
-        assert!(room_ids(&s, "invite").contains(&room), "{u:?} sees the invite: {s}");
+        assert!(
+            room_ids(&s, "invite").contains(&room),
+            "{u:?} sees the invite: {s}"
+        );
         assert_eq!(u.join(&room).await, room);
     }
 
-    let joined = owner.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room))).await.ok();
-    let mut members: Vec<String> = joined["joined"].as_object().unwrap().keys().cloned().collect();
+    let joined = owner
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/joined_members",
+            enc(&room)
+        ))
+        .await
+        .ok();
+    let mut members: Vec<String> = joined["joined"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     members.sort();
     let mut want: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
     want.sort();
@@ -44,14 +58,17 @@ async fn five_members_chat() {
 
     let filter = json!({ "room": { "timeline": { "limit": 100 } } }).to_string();
     let rounds = 4;
-    let expected: Vec<String> =
-        (0..rounds).flat_map(|r| names.iter().map(move |n| format!("{n} says {r}"))).collect();
+    let expected: Vec<String> = (0..rounds)
+        .flat_map(|r| names.iter().map(move |n| format!("{n} says {r}")))
+        .collect();
     let mut tasks = Vec::new();
     for u in &users {
         let (mut cursor, _) = SyncCursor::initial(u, Some(&filter)).await;
         let (room, n) = (room.clone(), expected.len());
         tasks.push(tokio::spawn(async move {
-            cursor.collect_until(&room, Duration::from_secs(60), |got| bodies(got).len() >= n).await
+            cursor
+                .collect_until(&room, Duration::from_secs(60), |got| bodies(got).len() >= n)
+                .await
         }));
     }
     let mut sent = Vec::new();
@@ -62,7 +79,11 @@ async fn five_members_chat() {
     }
     for (u, task) in users.iter().zip(tasks) {
         let got = messages_only(&task.await.unwrap());
-        assert_eq!(bodies(&got), expected, "{u:?} got all messages once, in order");
+        assert_eq!(
+            bodies(&got),
+            expected,
+            "{u:?} got all messages once, in order"
+        );
         assert_eq!(event_ids(&got), sent, "{u:?} got the sent event ids");
     }
 
@@ -89,7 +110,9 @@ async fn thousand_member_room() {
     };
 
     let owner = server.register_no_password("owner").await;
-    let room = owner.create_room(json!({ "preset": "public_chat", "name": "Broadcast" })).await;
+    let room = owner
+        .create_room(json!({ "preset": "public_chat", "name": "Broadcast" }))
+        .await;
 
     let others = bounded(1..MEMBERS, PARALLEL, |i| {
         let server = &server;
@@ -107,8 +130,18 @@ async fn thousand_member_room() {
     lap("999 joins");
 
     let all: Vec<&Client> = std::iter::once(&owner).chain(others.iter()).collect();
-    let members = owner.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room))).await.ok();
-    assert_eq!(members["joined"].as_object().unwrap().len(), MEMBERS, "/joined_members counts everyone");
+    let members = owner
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/joined_members",
+            enc(&room)
+        ))
+        .await
+        .ok();
+    assert_eq!(
+        members["joined"].as_object().unwrap().len(),
+        MEMBERS,
+        "/joined_members counts everyone"
+    );
 
     // A cheap initial sync (no rooms) gives each member a position after their join.
     let no_rooms = json!({ "room": { "rooms": [] }, "presence": { "types": [] } }).to_string();
@@ -124,11 +157,17 @@ async fn thousand_member_room() {
 
     // A few members long-poll while the message is sent: they must be woken.
     let inc_filter =
-        json!({ "room": { "timeline": { "limit": 10 }, "state": { "lazy_load_members": true } } }).to_string();
+        json!({ "room": { "timeline": { "limit": 10 }, "state": { "lazy_load_members": true } } })
+            .to_string();
     let pollers: Vec<_> = (0..MEMBERS)
         .step_by(MEMBERS / 20)
         .map(|i| {
-            let (u, since, f, room) = (all[i].clone(), positions[i].clone(), inc_filter.clone(), room.clone());
+            let (u, since, f, room) = (
+                all[i].clone(),
+                positions[i].clone(),
+                inc_filter.clone(),
+                room.clone(),
+            );
             tokio::spawn(async move {
                 let started = Instant::now();
                 let mut since = since;
@@ -149,9 +188,16 @@ async fn thousand_member_room() {
     let sent_at = Instant::now();
     for p in pollers {
         let (events, _) = p.await.unwrap();
-        assert_eq!(event_ids(&events), vec![event_id.clone()], "a long-polling member got exactly the message");
+        assert_eq!(
+            event_ids(&events),
+            vec![event_id.clone()],
+            "a long-polling member got exactly the message"
+        );
     }
-    eprintln!("thousand_member_room: 20 long-polls woken within {:?} of the send", sent_at.elapsed());
+    eprintln!(
+        "thousand_member_room: 20 long-polls woken within {:?} of the send",
+        sent_at.elapsed()
+    );
     lap("send and long-poll wake-ups");
 
     let results = bounded(all.iter().zip(&positions), PARALLEL, |(u, since)| {
@@ -163,10 +209,23 @@ async fn thousand_member_room() {
     })
     .await;
     lap("1000 incremental syncs");
-    let missing: Vec<&String> = results.iter().filter(|(_, ev)| !event_ids(ev).contains(&event_id)).map(|(u, _)| u).collect();
-    assert!(missing.is_empty(), "{} of {MEMBERS} members didn't get the message, e.g. {:?}", missing.len(), missing.first());
+    let missing: Vec<&String> = results
+        .iter()
+        .filter(|(_, ev)| !event_ids(ev).contains(&event_id))
+        .map(|(u, _)| u)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {MEMBERS} members didn't get the message, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     for (user, events) in &results {
-        assert_eq!(bodies(events), vec!["hello, everyone"], "{user} got the message exactly once");
+        assert_eq!(
+            bodies(events),
+            vec!["hello, everyone"],
+            "{user} got the message exactly once"
+        );
     }
     eprintln!("thousand_member_room: total {:?}", t0.elapsed());
     server.shutdown().await;

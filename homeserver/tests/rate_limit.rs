@@ -13,9 +13,18 @@ use serde_json::json;
 async fn send_rate_limit() {
     let server = TestServer::start_with(|c| {
         c.rate_limits.enabled = true;
-        c.rate_limits.send = Bucket { per_second: 1.0, burst: 3.0 };
-        c.rate_limits.register = Bucket { per_second: 100.0, burst: 100.0 };
-        c.rate_limits.login = Bucket { per_second: 100.0, burst: 100.0 };
+        c.rate_limits.send = Bucket {
+            per_second: 1.0,
+            burst: 3.0,
+        };
+        c.rate_limits.register = Bucket {
+            per_second: 100.0,
+            burst: 100.0,
+        };
+        c.rate_limits.login = Bucket {
+            per_second: 100.0,
+            burst: 100.0,
+        };
     })
     .await;
     let alice = server.register("alice").await;
@@ -26,7 +35,14 @@ async fn send_rate_limit() {
     let mut accepted = Vec::new();
     let mut limited = None;
     for i in 0..10 {
-        let resp = alice.send_event(&room, "m.room.message", &txn(), json!({ "msgtype": "m.text", "body": format!("m{i}") })).await;
+        let resp = alice
+            .send_event(
+                &room,
+                "m.room.message",
+                &txn(),
+                json!({ "msgtype": "m.text", "body": format!("m{i}") }),
+            )
+            .await;
         if resp.status.is_success() {
             accepted.push(format!("m{i}"));
         } else {
@@ -36,9 +52,15 @@ async fn send_rate_limit() {
     }
     let resp = limited.unwrap_or_else(|| panic!("10 quick sends with burst 3 were never limited"));
     resp.assert_error(429, "M_LIMIT_EXCEEDED");
-    let retry = resp.body["retry_after_ms"].as_u64().unwrap_or_else(|| panic!("retry_after_ms: {resp:?}"));
+    let retry = resp.body["retry_after_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("retry_after_ms: {resp:?}"));
     assert!(retry > 0 && retry <= 5_000, "retry_after_ms {retry}");
-    assert!((1..=5).contains(&accepted.len()), "burst 3 allows about 3 sends, got {}", accepted.len());
+    assert!(
+        (1..=5).contains(&accepted.len()),
+        "burst 3 allows about 3 sends, got {}",
+        accepted.len()
+    );
 
     // The limit is per user: bob can still send; the refused send left nothing.
     bob.send_text(&room, "bob is fine").await;
@@ -47,7 +69,10 @@ async fn send_rate_limit() {
     let mut want = accepted.clone();
     want.push("bob is fine".to_owned());
     want.push("after waiting".to_owned());
-    assert_eq!(bodies(&alice.paginate_all(&room, None, "f", 50).await), want);
+    assert_eq!(
+        bodies(&alice.paginate_all(&room, None, "f", 50).await),
+        want
+    );
     server.shutdown().await;
 }
 
@@ -55,8 +80,14 @@ async fn send_rate_limit() {
 async fn login_rate_limit() {
     let server = TestServer::start_with(|c| {
         c.rate_limits.enabled = true;
-        c.rate_limits.login = Bucket { per_second: 0.1, burst: 2.0 };
-        c.rate_limits.register = Bucket { per_second: 100.0, burst: 100.0 };
+        c.rate_limits.login = Bucket {
+            per_second: 0.1,
+            burst: 2.0,
+        };
+        c.rate_limits.register = Bucket {
+            per_second: 100.0,
+            burst: 100.0,
+        };
     })
     .await;
     server.register("alice").await;

@@ -18,14 +18,29 @@ async fn initial_then_incremental() {
     alice.send_text(&room, "one").await;
 
     let first = alice.sync(None, None, None).await;
-    let joined = joined_room(&first, &room).unwrap_or_else(|| panic!("room in rooms.join: {first}"));
-    let mut all = joined["state"]["events"].as_array().cloned().unwrap_or_default();
-    all.extend(joined["timeline"]["events"].as_array().cloned().unwrap_or_default());
-    let name = all.iter().find(|e| e["type"] == "m.room.name").expect("m.room.name in state or timeline");
+    let joined =
+        joined_room(&first, &room).unwrap_or_else(|| panic!("room in rooms.join: {first}"));
+    let mut all = joined["state"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    all.extend(
+        joined["timeline"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let name = all
+        .iter()
+        .find(|e| e["type"] == "m.room.name")
+        .expect("m.room.name in state or timeline");
     assert_eq!(name["content"]["name"], "Kitchen");
     assert_eq!(bodies(&timeline(&first, &room)), vec!["one"]);
     for e in timeline(&first, &room) {
-        assert!(e["event_id"].is_string() && e["sender"].is_string() && e["origin_server_ts"].is_u64(), "{e}");
+        assert!(
+            e["event_id"].is_string() && e["sender"].is_string() && e["origin_server_ts"].is_u64(),
+            "{e}"
+        );
         assert!(e.get("room_id").is_none() || e["room_id"] == room.as_str());
     }
 
@@ -37,8 +52,15 @@ async fn initial_then_incremental() {
     alice.send_text(&room, "two").await;
     alice.send_text(&room, "three").await;
     let inc = alice.sync(Some(&since), Some(0), None).await;
-    assert_eq!(bodies(&timeline(&inc, &room)), vec!["two", "three"], "incremental sync has only the new events");
-    assert_ne!(joined_room(&inc, &room).unwrap()["timeline"]["limited"], true);
+    assert_eq!(
+        bodies(&timeline(&inc, &room)),
+        vec!["two", "three"],
+        "incremental sync has only the new events"
+    );
+    assert_ne!(
+        joined_room(&inc, &room).unwrap()["timeline"]["limited"],
+        true
+    );
     // The same since token gives the same answer (sync positions are replayable).
     let again = alice.sync(Some(&since), Some(0), None).await;
     assert_eq!(bodies(&timeline(&again, &room)), vec!["two", "three"]);
@@ -57,14 +79,23 @@ async fn long_poll_wakes_on_send_and_times_out_otherwise() {
     bob.join(&room).await;
     let other = carol.create_room(json!({})).await;
 
-    let bob_since = bob.sync(None, None, None).await["next_batch"].as_str().unwrap().to_owned();
-    let carol_since = carol.sync(None, None, None).await["next_batch"].as_str().unwrap().to_owned();
+    let bob_since = bob.sync(None, None, None).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let carol_since = carol.sync(None, None, None).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Nothing happens: the long-poll returns after about its timeout, empty.
     let t = Instant::now();
     let idle = bob.sync(Some(&bob_since), Some(1_000), None).await;
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(900), "returned early ({took:?}) with nothing new: {idle}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "returned early ({took:?}) with nothing new: {idle}"
+    );
     assert!(took < Duration::from_secs(5), "overslept: {took:?}");
     assert!(timeline(&idle, &room).is_empty());
 
@@ -90,17 +121,34 @@ async fn long_poll_wakes_on_send_and_times_out_otherwise() {
     let id = alice.send_text(&room, "wake up").await;
     let (s, _) = bob_poll.await.unwrap();
     let latency = sent.elapsed();
-    assert_eq!(event_ids(&timeline(&s, &room)), vec![id], "bob's long-poll returns the message");
-    assert!(latency < Duration::from_secs(2), "woken {latency:?} after the send");
+    assert_eq!(
+        event_ids(&timeline(&s, &room)),
+        vec![id],
+        "bob's long-poll returns the message"
+    );
+    assert!(
+        latency < Duration::from_secs(2),
+        "woken {latency:?} after the send"
+    );
     let (cs, took) = carol_poll.await.unwrap();
-    assert!(!mentions(&cs, &room), "carol sees nothing of a room she's not in: {cs}");
-    assert!(took >= Duration::from_millis(2_000), "carol's long-poll was cut short ({took:?}) by another room's event");
+    assert!(
+        !mentions(&cs, &room),
+        "carol sees nothing of a room she's not in: {cs}"
+    );
+    assert!(
+        took >= Duration::from_millis(2_000),
+        "carol's long-poll was cut short ({took:?}) by another room's event"
+    );
     assert!(room_ids(&cs, "join").iter().all(|r| r == &other));
 
     // An initial sync with a timeout doesn't wait when it has something to say.
     let t = Instant::now();
     bob.sync(None, Some(30_000), None).await;
-    assert!(t.elapsed() < Duration::from_secs(5), "initial sync waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "initial sync waited {:?}",
+        t.elapsed()
+    );
     server.shutdown().await;
 }
 
@@ -109,13 +157,36 @@ async fn filters_and_timeline_limit() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let filter = json!({ "room": { "timeline": { "limit": 3 } }, "presence": { "not_types": ["*"] } });
+    let filter =
+        json!({ "room": { "timeline": { "limit": 3 } }, "presence": { "not_types": ["*"] } });
     let id = alice.create_filter(filter.clone()).await;
-    let back = alice.get(&format!("{V3}/user/{}/filter/{}", enc(&alice.user_id), enc(&id))).await.ok();
-    assert_eq!(back["room"]["timeline"]["limit"], 3, "GET filter returns what was stored: {back}");
+    let back = alice
+        .get(&format!(
+            "{V3}/user/{}/filter/{}",
+            enc(&alice.user_id),
+            enc(&id)
+        ))
+        .await
+        .ok();
+    assert_eq!(
+        back["room"]["timeline"]["limit"], 3,
+        "GET filter returns what was stored: {back}"
+    );
     assert_eq!(back["presence"], filter["presence"]);
-    alice.get(&format!("{V3}/user/{}/filter/nosuchfilter", enc(&alice.user_id))).await.assert_error(404, "M_NOT_FOUND");
-    bob.get(&format!("{V3}/user/{}/filter/{}", enc(&alice.user_id), enc(&id))).await.assert_error(403, "M_FORBIDDEN");
+    alice
+        .get(&format!(
+            "{V3}/user/{}/filter/nosuchfilter",
+            enc(&alice.user_id)
+        ))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    bob.get(&format!(
+        "{V3}/user/{}/filter/{}",
+        enc(&alice.user_id),
+        enc(&id)
+    ))
+    .await
+    .assert_error(403, "M_FORBIDDEN");
 
     let room = alice.create_room(json!({})).await;
     for i in 0..10 {
@@ -123,17 +194,26 @@ async fn filters_and_timeline_limit() {
     }
     let s = alice.sync(None, None, Some(&id)).await;
     let r = joined_room(&s, &room).expect("room");
-    assert_eq!(bodies(&timeline(&s, &room)), vec!["m7", "m8", "m9"], "timeline limit 3");
+    assert_eq!(
+        bodies(&timeline(&s, &room)),
+        vec!["m7", "m8", "m9"],
+        "timeline limit 3"
+    );
     assert_eq!(timeline(&s, &room).len(), 3);
     assert_eq!(r["timeline"]["limited"], true);
-    let prev = r["timeline"]["prev_batch"].as_str().expect("prev_batch when limited");
+    let prev = r["timeline"]["prev_batch"]
+        .as_str()
+        .expect("prev_batch when limited");
     // State not in the timeline is in the state section.
     let state = r["state"]["events"].as_array().expect("state");
     assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{s}");
 
     // The gap is filled through /messages from prev_batch.
     let older = alice.messages(&room, Some(prev), "b", Some(4)).await;
-    assert_eq!(bodies(older["chunk"].as_array().unwrap()), vec!["m6", "m5", "m4", "m3"]);
+    assert_eq!(
+        bodies(older["chunk"].as_array().unwrap()),
+        vec!["m6", "m5", "m4", "m3"]
+    );
 
     // Incremental syncs respect the limit too.
     let since = s["next_batch"].as_str().unwrap();
@@ -145,8 +225,15 @@ async fn filters_and_timeline_limit() {
     assert_eq!(bodies(&timeline(&inc, &room)), vec!["m12", "m13", "m14"]);
     assert_eq!(r["timeline"]["limited"], true);
     let prev = r["timeline"]["prev_batch"].as_str().unwrap();
-    let gap = alice.messages_raw(&room, Some(prev), Some(since), "b", Some(50), None).await.ok();
-    assert_eq!(bodies(gap["chunk"].as_array().unwrap()), vec!["m11", "m10"], "the gap between syncs, exactly");
+    let gap = alice
+        .messages_raw(&room, Some(prev), Some(since), "b", Some(50), None)
+        .await
+        .ok();
+    assert_eq!(
+        bodies(gap["chunk"].as_array().unwrap()),
+        vec!["m11", "m10"],
+        "the gap between syncs, exactly"
+    );
 
     // An inline JSON filter works like a stored one.
     let inline = json!({ "room": { "timeline": { "limit": 1 } } }).to_string();
@@ -163,27 +250,49 @@ async fn invite_and_leave_sections() {
     let (mut bob_sync, _) = SyncCursor::initial(&bob, None).await;
     let (mut alice_sync, _) = SyncCursor::initial(&alice, None).await;
 
-    let room = alice.create_room(json!({ "name": "Party", "invite": [bob.user_id] })).await;
+    let room = alice
+        .create_room(json!({ "name": "Party", "invite": [bob.user_id] }))
+        .await;
     let s = bob_sync.next(5_000).await;
     let invite = &s["rooms"]["invite"][&room];
-    let stripped = invite["invite_state"]["events"].as_array().unwrap_or_else(|| panic!("invite for bob: {s}"));
-    assert!(stripped.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Party"), "{invite}");
-    assert!(stripped.iter().any(|e| e["type"] == "m.room.join_rules"), "{invite}");
+    let stripped = invite["invite_state"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("invite for bob: {s}"));
+    assert!(
+        stripped
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Party"),
+        "{invite}"
+    );
+    assert!(
+        stripped.iter().any(|e| e["type"] == "m.room.join_rules"),
+        "{invite}"
+    );
     assert!(!room_ids(&s, "join").contains(&room));
     assert!(timeline(&s, &room).is_empty(), "no timeline before joining");
 
     // Bob rejects: the room moves to rooms.leave for him, and alice sees it.
     bob.leave(&room).await;
     let s = bob_sync.next(5_000).await;
-    assert!(room_ids(&s, "leave").contains(&room), "rejected invite in rooms.leave: {s}");
+    assert!(
+        room_ids(&s, "leave").contains(&room),
+        "rejected invite in rooms.leave: {s}"
+    );
     assert!(!room_ids(&s, "invite").contains(&room));
     let got = alice_sync
         .collect_until(&room, Duration::from_secs(10), |g| {
-            g.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str() && e["content"]["membership"] == "leave")
+            g.iter().any(|e| {
+                e["type"] == "m.room.member"
+                    && e["state_key"] == bob.user_id.as_str()
+                    && e["content"]["membership"] == "leave"
+            })
         })
         .await;
     assert!(!got.is_empty());
-    let inv = alice.get_state(&room, "m.room.member", &bob.user_id).await.ok();
+    let inv = alice
+        .get_state(&room, "m.room.member", &bob.user_id)
+        .await
+        .ok();
     assert_eq!(inv["membership"], "leave");
 
     // A fresh initial sync doesn't show rejected invites unless include_leave.
@@ -206,11 +315,19 @@ async fn lazy_loading_members() {
     for u in &users {
         u.send_text(&room, &format!("from {}", u.localpart())).await;
     }
-    let filter = json!({ "room": { "timeline": { "limit": 2 }, "state": { "lazy_load_members": true } } }).to_string();
+    let filter =
+        json!({ "room": { "timeline": { "limit": 2 }, "state": { "lazy_load_members": true } } })
+            .to_string();
     let s = owner.sync(None, None, Some(&filter)).await;
     let r = joined_room(&s, &room).expect("room");
-    let senders: Vec<String> = timeline(&s, &room).iter().map(|e| e["sender"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(senders, vec![users[4].user_id.clone(), users[5].user_id.clone()]);
+    let senders: Vec<String> = timeline(&s, &room)
+        .iter()
+        .map(|e| e["sender"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        senders,
+        vec![users[4].user_id.clone(), users[5].user_id.clone()]
+    );
     let members: Vec<String> = r["state"]["events"]
         .as_array()
         .unwrap()
@@ -219,10 +336,16 @@ async fn lazy_loading_members() {
         .map(|e| e["state_key"].as_str().unwrap().to_owned())
         .collect();
     for sender in &senders {
-        assert!(members.contains(sender), "lazy loading includes the timeline senders' members: {members:?}");
+        assert!(
+            members.contains(sender),
+            "lazy loading includes the timeline senders' members: {members:?}"
+        );
     }
     for m in &members {
-        assert!(senders.contains(m) || m == &owner.user_id, "lazy loading left out {m}'s member event? got {members:?}");
+        assert!(
+            senders.contains(m) || m == &owner.user_id,
+            "lazy loading left out {m}'s member event? got {members:?}"
+        );
     }
     // The summary still counts everyone.
     if let Some(n) = r["summary"]["m.joined_member_count"].as_u64() {
@@ -240,15 +363,35 @@ async fn each_device_has_its_own_position() {
     let (mut p, _) = SyncCursor::initial(&phone, None).await;
     let (mut l, _) = SyncCursor::initial(&laptop, None).await;
     phone.send_text(&room, "from phone").await;
-    let got_p = p.collect_until(&room, Duration::from_secs(10), |g| !bodies(g).is_empty()).await;
-    let got_l = l.collect_until(&room, Duration::from_secs(10), |g| !bodies(g).is_empty()).await;
+    let got_p = p
+        .collect_until(&room, Duration::from_secs(10), |g| !bodies(g).is_empty())
+        .await;
+    let got_l = l
+        .collect_until(&room, Duration::from_secs(10), |g| !bodies(g).is_empty())
+        .await;
     assert_eq!(bodies(&got_p), vec!["from phone"]);
-    assert_eq!(bodies(&got_l), vec!["from phone"], "another device of the same user gets it too");
+    assert_eq!(
+        bodies(&got_l),
+        vec!["from phone"],
+        "another device of the same user gets it too"
+    );
     // The event sent from the phone carries its transaction id only for the phone.
-    let mine = got_p.iter().find(|e| e["type"] == "m.room.message").unwrap();
-    assert!(mine["unsigned"]["transaction_id"].is_string(), "sender's device sees its txn id: {mine}");
-    let theirs = got_l.iter().find(|e| e["type"] == "m.room.message").unwrap();
-    assert!(theirs["unsigned"].get("transaction_id").is_none(), "other devices don't: {theirs}");
+    let mine = got_p
+        .iter()
+        .find(|e| e["type"] == "m.room.message")
+        .unwrap();
+    assert!(
+        mine["unsigned"]["transaction_id"].is_string(),
+        "sender's device sees its txn id: {mine}"
+    );
+    let theirs = got_l
+        .iter()
+        .find(|e| e["type"] == "m.room.message")
+        .unwrap();
+    assert!(
+        theirs["unsigned"].get("transaction_id").is_none(),
+        "other devices don't: {theirs}"
+    );
     server.shutdown().await;
 }
 
@@ -258,10 +401,21 @@ async fn filter_event_fields() {
     let alice = server.register("alice").await;
     let room = alice.create_room(json!({})).await;
     alice.send_text(&room, "trim me").await;
-    let id = alice.create_filter(json!({ "event_fields": ["type", "content.body", "event_id"] })).await;
+    let id = alice
+        .create_filter(json!({ "event_fields": ["type", "content.body", "event_id"] }))
+        .await;
     let s = alice.sync(None, None, Some(&id)).await;
-    let msg = messages_only(&timeline(&s, &room)).pop().expect("the message");
-    assert_eq!(msg["content"], json!({ "body": "trim me" }), "event_fields keeps content.body only: {msg}");
-    assert!(msg.get("origin_server_ts").is_none() && msg.get("sender").is_none(), "{msg}");
+    let msg = messages_only(&timeline(&s, &room))
+        .pop()
+        .expect("the message");
+    assert_eq!(
+        msg["content"],
+        json!({ "body": "trim me" }),
+        "event_fields keeps content.body only: {msg}"
+    );
+    assert!(
+        msg.get("origin_server_ts").is_none() && msg.get("sender").is_none(),
+        "{msg}"
+    );
     server.shutdown().await;
 }

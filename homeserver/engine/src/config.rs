@@ -21,6 +21,22 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub logging: Logging,
+    pub passwords: Passwords,
+}
+
+/// Argon2id parameters for password hashes. Defaults follow OWASP's minimum;
+/// tests lower them to stay fast.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Passwords {
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Self { argon2_memory_kib: 19 * 1024, argon2_iterations: 2 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -99,6 +115,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             logging: Logging::default(),
+            passwords: Passwords::default(),
         }
     }
 }

@@ -88,8 +88,10 @@ impl Error {
     /// The JSON body sent to clients.
     pub fn to_json(&self) -> serde_json::Value {
         let mut body = self.extra.clone().unwrap_or_default();
-        body.insert("errcode".into(), self.errcode.into());
-        body.insert("error".into(), self.message.clone().into());
+        if !self.errcode.is_empty() {
+            body.insert("errcode".into(), self.errcode.into());
+            body.insert("error".into(), self.message.clone().into());
+        }
         if let Some(ms) = self.retry_after_ms {
             body.insert("retry_after_ms".into(), ms.into());
         }

@@ -4,9 +4,15 @@
 //! call the services assembled in [`services::Services`]; the services call the
 //! storage traits in [`storage`]; the backends implement those traits.
 
+pub mod accounts;
 pub mod config;
+pub mod core;
 pub mod error;
+pub mod events;
+pub mod keys;
+pub mod rooms;
 pub mod storage;
+pub mod sync;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 pub mod sync;
 
+#[allow(unused_imports)]
 pub use self::sync::*;
 
 /// The password every [`TestServer::register`]ed user gets.
@@ -52,9 +53,11 @@ impl TestServer {
     /// Like [`TestServer::start`], with `adjust` applied to the config last.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.server_name = "localhost".to_owned();
-        config.signing_key_path = dir.path().join("signing.key");
+        let mut config = Config {
+            server_name: "localhost".to_owned(),
+            signing_key_path: dir.path().join("signing.key"),
+            ..Config::default()
+        };
         config.listeners.client = "127.0.0.1:0".parse().unwrap();
         config.registration.enabled = true;
         config.registration.require_token = false;
@@ -84,7 +87,14 @@ impl TestServer {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap();
-        TestServer { server: Some(server), base_url, server_name, http, postgres, _dir: dir }
+        TestServer {
+            server: Some(server),
+            base_url,
+            server_name,
+            http,
+            postgres,
+            _dir: dir,
+        }
     }
 
     /// Stops the server, then drops its PostgreSQL database (if any).
@@ -130,7 +140,8 @@ impl TestServer {
 
     /// Registers `username` with [`PASSWORD`] through the m.login.dummy UIA flow.
     pub async fn register(&self, username: &str) -> Client {
-        self.register_with(username, Some(PASSWORD), json!({})).await
+        self.register_with(username, Some(PASSWORD), json!({}))
+            .await
     }
 
     /// Registers without a password (cheap: no password hashing). Such a user
@@ -142,7 +153,12 @@ impl TestServer {
     /// Registers through the UIA flow: a first POST without `auth` must give
     /// 401 with a `session` and a flow made of `m.login.dummy`; the second POST
     /// completes it. `extra` is merged into both request bodies.
-    pub async fn register_with(&self, username: &str, password: Option<&str>, extra: Value) -> Client {
+    pub async fn register_with(
+        &self,
+        username: &str,
+        password: Option<&str>,
+        extra: Value,
+    ) -> Client {
         let mut body = json!({ "username": username });
         if let Some(password) = password {
             body["password"] = json!(password);
@@ -165,7 +181,11 @@ impl TestServer {
         body["auth"] = json!({ "type": "m.login.dummy", "session": session });
         let done = self.post("/_matrix/client/v3/register", body).await.ok();
         let client = self.client_from_login(&done, password);
-        assert_eq!(client.user_id, self.user_id(username), "register returned {done}");
+        assert_eq!(
+            client.user_id,
+            self.user_id(username),
+            "register returned {done}"
+        );
         client
     }
 
@@ -231,7 +251,13 @@ impl TestServer {
 }
 
 /// `hex(HMAC-SHA1(secret, nonce \0 user \0 password \0 admin|notadmin))`
-pub fn admin_register_mac(secret: &str, nonce: &str, user: &str, password: &str, admin: bool) -> String {
+pub fn admin_register_mac(
+    secret: &str,
+    nonce: &str,
+    user: &str,
+    password: &str,
+    admin: bool,
+) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(nonce.as_bytes());
@@ -240,15 +266,23 @@ pub fn admin_register_mac(secret: &str, nonce: &str, user: &str, password: &str,
     mac.update(b"\0");
     mac.update(password.as_bytes());
     mac.update(b"\0");
-    mac.update(if admin { b"admin".as_slice() } else { b"notadmin".as_slice() });
+    mac.update(if admin {
+        b"admin".as_slice()
+    } else {
+        b"notadmin".as_slice()
+    });
     hex::encode(mac.finalize().into_bytes())
 }
 
 /// Whether a UIA response offers a flow with exactly these stages.
 pub fn has_flow(uia: &Value, stages: &[&str]) -> bool {
     uia["flows"].as_array().into_iter().flatten().any(|flow| {
-        let got: Vec<&str> =
-            flow["stages"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let got: Vec<&str> = flow["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         got == stages
     })
 }
@@ -288,9 +322,16 @@ impl std::fmt::Debug for Response {
                 cut -= 1;
             }
             text.truncate(cut);
-            text.push_str("…");
+            text.push('…');
         }
-        write!(f, "{} {} -> {} {}", self.method, self.path, self.status.as_u16(), text)
+        write!(
+            f,
+            "{} {} -> {} {}",
+            self.method,
+            self.path,
+            self.status.as_u16(),
+            text
+        )
     }
 }
 
@@ -313,14 +354,19 @@ impl Response {
             self.status.as_u16() == status && self.errcode() == errcode,
             "expected {status} {errcode}: {self:?}"
         );
-        assert!(self.body["error"].is_string() || self.body["error"].is_null(), "error must be a string: {self:?}");
+        assert!(
+            self.body["error"].is_string() || self.body["error"].is_null(),
+            "error must be a string: {self:?}"
+        );
     }
 
     /// Asserts an error response matching one of `(status, errcode)`.
     #[track_caller]
     pub fn assert_error_one_of(&self, allowed: &[(u16, &str)]) {
         assert!(
-            allowed.iter().any(|(s, e)| self.status.as_u16() == *s && self.errcode() == *e),
+            allowed
+                .iter()
+                .any(|(s, e)| self.status.as_u16() == *s && self.errcode() == *e),
             "expected one of {allowed:?}: {self:?}"
         );
     }
@@ -343,11 +389,23 @@ async fn send_request(
         Body::Json(v) => req.json(&v),
         Body::Raw(bytes) => req.header("content-type", "application/json").body(bytes),
     };
-    let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: transport error: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: transport error: {e}"));
     let status = resp.status();
-    let text = resp.text().await.unwrap_or_else(|e| panic!("{method} {path}: reading body: {e}"));
+    let text = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: reading body: {e}"));
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Response { status, body, text, method, path: path.to_owned() }
+    Response {
+        status,
+        body,
+        text,
+        method,
+        path: path.to_owned(),
+    }
 }
 
 /// Percent-encodes a path segment (room ids, aliases, event ids, user ids).
@@ -391,11 +449,23 @@ const V3: &str = "/_matrix/client/v3";
 
 impl Client {
     pub fn localpart(&self) -> &str {
-        self.user_id.trim_start_matches('@').split(':').next().unwrap()
+        self.user_id
+            .trim_start_matches('@')
+            .split(':')
+            .next()
+            .unwrap()
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Body) -> Response {
-        send_request(&self.http, &self.base_url, Some(&self.access_token), method, path, body).await
+        send_request(
+            &self.http,
+            &self.base_url,
+            Some(&self.access_token),
+            method,
+            path,
+            body,
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -431,7 +501,11 @@ impl Client {
     }
 
     pub async fn invite_raw(&self, room_id: &str, user_id: &str) -> Response {
-        self.post(&format!("{V3}/rooms/{}/invite", enc(room_id)), json!({ "user_id": user_id })).await
+        self.post(
+            &format!("{V3}/rooms/{}/invite", enc(room_id)),
+            json!({ "user_id": user_id }),
+        )
+        .await
     }
 
     pub async fn invite(&self, room_id: &str, user_id: &str) {
@@ -440,7 +514,8 @@ impl Client {
 
     /// POST /join/{roomIdOrAlias}
     pub async fn join_raw(&self, room_id_or_alias: &str) -> Response {
-        self.post(&format!("{V3}/join/{}", enc(room_id_or_alias)), json!({})).await
+        self.post(&format!("{V3}/join/{}", enc(room_id_or_alias)), json!({}))
+            .await
     }
 
     /// Joins by id or alias; returns the room id.
@@ -450,20 +525,30 @@ impl Client {
     }
 
     pub async fn leave(&self, room_id: &str) {
-        self.post(&format!("{V3}/rooms/{}/leave", enc(room_id)), json!({})).await.ok();
+        self.post(&format!("{V3}/rooms/{}/leave", enc(room_id)), json!({}))
+            .await
+            .ok();
     }
 
     pub async fn forget(&self, room_id: &str) -> Response {
-        self.post(&format!("{V3}/rooms/{}/forget", enc(room_id)), json!({})).await
+        self.post(&format!("{V3}/rooms/{}/forget", enc(room_id)), json!({}))
+            .await
     }
 
     /// POST /rooms/{roomId}/{action} for kick, ban and unban.
-    pub async fn membership_action(&self, room_id: &str, action: &str, user_id: &str, reason: Option<&str>) -> Response {
+    pub async fn membership_action(
+        &self,
+        room_id: &str,
+        action: &str,
+        user_id: &str,
+        reason: Option<&str>,
+    ) -> Response {
         let mut body = json!({ "user_id": user_id });
         if let Some(reason) = reason {
             body["reason"] = json!(reason);
         }
-        self.post(&format!("{V3}/rooms/{}/{action}", enc(room_id)), body).await
+        self.post(&format!("{V3}/rooms/{}/{action}", enc(room_id)), body)
+            .await
     }
 
     pub async fn joined_rooms(&self) -> Vec<String> {
@@ -474,35 +559,86 @@ impl Client {
     // ----- events -----
 
     /// PUT /rooms/{roomId}/send/{eventType}/{txnId}
-    pub async fn send_event(&self, room_id: &str, event_type: &str, txn_id: &str, content: Value) -> Response {
-        self.put(&format!("{V3}/rooms/{}/send/{}/{}", enc(room_id), enc(event_type), enc(txn_id)), content)
-            .await
+    pub async fn send_event(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        txn_id: &str,
+        content: Value,
+    ) -> Response {
+        self.put(
+            &format!(
+                "{V3}/rooms/{}/send/{}/{}",
+                enc(room_id),
+                enc(event_type),
+                enc(txn_id)
+            ),
+            content,
+        )
+        .await
     }
 
     /// Sends an `m.room.message` with this transaction id; returns the event id.
     pub async fn send(&self, room_id: &str, txn_id: &str, content: Value) -> String {
-        let body = self.send_event(room_id, "m.room.message", txn_id, content).await.ok();
+        let body = self
+            .send_event(room_id, "m.room.message", txn_id, content)
+            .await
+            .ok();
         body["event_id"].as_str().expect("event_id").to_owned()
     }
 
     /// Sends an `m.text` message; returns the event id.
     pub async fn send_text(&self, room_id: &str, text: &str) -> String {
-        self.send(room_id, &txn(), json!({ "msgtype": "m.text", "body": text })).await
+        self.send(
+            room_id,
+            &txn(),
+            json!({ "msgtype": "m.text", "body": text }),
+        )
+        .await
     }
 
-    pub async fn put_state_raw(&self, room_id: &str, event_type: &str, state_key: &str, content: Value) -> Response {
-        self.put(&format!("{V3}/rooms/{}/state/{}/{}", enc(room_id), enc(event_type), enc(state_key)), content)
-            .await
+    pub async fn put_state_raw(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Response {
+        self.put(
+            &format!(
+                "{V3}/rooms/{}/state/{}/{}",
+                enc(room_id),
+                enc(event_type),
+                enc(state_key)
+            ),
+            content,
+        )
+        .await
     }
 
     /// PUT a state event; returns its event id.
-    pub async fn put_state(&self, room_id: &str, event_type: &str, state_key: &str, content: Value) -> String {
-        let body = self.put_state_raw(room_id, event_type, state_key, content).await.ok();
+    pub async fn put_state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        content: Value,
+    ) -> String {
+        let body = self
+            .put_state_raw(room_id, event_type, state_key, content)
+            .await
+            .ok();
         body["event_id"].as_str().expect("event_id").to_owned()
     }
 
     pub async fn get_state(&self, room_id: &str, event_type: &str, state_key: &str) -> Response {
-        self.get(&format!("{V3}/rooms/{}/state/{}/{}", enc(room_id), enc(event_type), enc(state_key))).await
+        self.get(&format!(
+            "{V3}/rooms/{}/state/{}/{}",
+            enc(room_id),
+            enc(event_type),
+            enc(state_key)
+        ))
+        .await
     }
 
     pub async fn redact(&self, room_id: &str, event_id: &str, reason: Option<&str>) -> String {
@@ -510,17 +646,37 @@ impl Client {
             Some(r) => json!({ "reason": r }),
             None => json!({}),
         };
-        let resp =
-            self.put(&format!("{V3}/rooms/{}/redact/{}/{}", enc(room_id), enc(event_id), txn()), body).await.ok();
+        let resp = self
+            .put(
+                &format!(
+                    "{V3}/rooms/{}/redact/{}/{}",
+                    enc(room_id),
+                    enc(event_id),
+                    txn()
+                ),
+                body,
+            )
+            .await
+            .ok();
         resp["event_id"].as_str().expect("event_id").to_owned()
     }
 
     pub async fn event(&self, room_id: &str, event_id: &str) -> Response {
-        self.get(&format!("{V3}/rooms/{}/event/{}", enc(room_id), enc(event_id))).await
+        self.get(&format!(
+            "{V3}/rooms/{}/event/{}",
+            enc(room_id),
+            enc(event_id)
+        ))
+        .await
     }
 
     pub async fn context(&self, room_id: &str, event_id: &str, limit: u32) -> Response {
-        self.get(&format!("{V3}/rooms/{}/context/{}?limit={limit}", enc(room_id), enc(event_id))).await
+        self.get(&format!(
+            "{V3}/rooms/{}/context/{}?limit={limit}",
+            enc(room_id),
+            enc(event_id)
+        ))
+        .await
     }
 
     /// GET /rooms/{roomId}/messages
@@ -546,28 +702,53 @@ impl Client {
         if let Some(filter) = filter {
             q.push_str(&format!("&filter={}", enc(filter)));
         }
-        self.get(&format!("{V3}/rooms/{}/messages?{q}", enc(room_id))).await
+        self.get(&format!("{V3}/rooms/{}/messages?{q}", enc(room_id)))
+            .await
     }
 
-    pub async fn messages(&self, room_id: &str, from: Option<&str>, dir: &str, limit: Option<u32>) -> Value {
-        self.messages_raw(room_id, from, None, dir, limit, None).await.ok()
+    pub async fn messages(
+        &self,
+        room_id: &str,
+        from: Option<&str>,
+        dir: &str,
+        limit: Option<u32>,
+    ) -> Value {
+        self.messages_raw(room_id, from, None, dir, limit, None)
+            .await
+            .ok()
     }
 
     /// Pages through /messages from `from` in `dir` until the end of the room
     /// (no `end` token or an empty chunk); returns all events in the order
     /// received.
-    pub async fn paginate_all(&self, room_id: &str, from: Option<&str>, dir: &str, limit: u32) -> Vec<Value> {
+    pub async fn paginate_all(
+        &self,
+        room_id: &str,
+        from: Option<&str>,
+        dir: &str,
+        limit: u32,
+    ) -> Vec<Value> {
         let mut out = Vec::new();
         let mut from = from.map(str::to_owned);
         for _ in 0..10_000 {
-            let page = self.messages(room_id, from.as_deref(), dir, Some(limit)).await;
+            let page = self
+                .messages(room_id, from.as_deref(), dir, Some(limit))
+                .await;
             let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-            assert!(chunk.len() <= limit as usize, "/messages returned more than limit={limit}: {}", chunk.len());
+            assert!(
+                chunk.len() <= limit as usize,
+                "/messages returned more than limit={limit}: {}",
+                chunk.len()
+            );
             let empty = chunk.is_empty();
             out.extend(chunk);
             match page["end"].as_str() {
                 Some(end) if !empty => {
-                    assert_ne!(Some(end), from.as_deref(), "/messages end token did not advance");
+                    assert_ne!(
+                        Some(end),
+                        from.as_deref(),
+                        "/messages end token did not advance"
+                    );
                     from = Some(end.to_owned());
                 }
                 _ => return out,
@@ -578,7 +759,12 @@ impl Client {
 
     // ----- sync, filters, account data -----
 
-    pub async fn sync_raw(&self, since: Option<&str>, timeout_ms: Option<u64>, filter: Option<&str>) -> Response {
+    pub async fn sync_raw(
+        &self,
+        since: Option<&str>,
+        timeout_ms: Option<u64>,
+        filter: Option<&str>,
+    ) -> Response {
         let mut q = Vec::new();
         if let Some(since) = since {
             q.push(format!("since={}", enc(since)));
@@ -593,29 +779,59 @@ impl Client {
     }
 
     /// GET /sync that must succeed.
-    pub async fn sync(&self, since: Option<&str>, timeout_ms: Option<u64>, filter: Option<&str>) -> Value {
+    pub async fn sync(
+        &self,
+        since: Option<&str>,
+        timeout_ms: Option<u64>,
+        filter: Option<&str>,
+    ) -> Value {
         let body = self.sync_raw(since, timeout_ms, filter).await.ok();
-        assert!(body["next_batch"].is_string(), "sync without next_batch: {body}");
+        assert!(
+            body["next_batch"].is_string(),
+            "sync without next_batch: {body}"
+        );
         body
     }
 
     /// POST /user/{userId}/filter; returns the filter id.
     pub async fn create_filter(&self, filter: Value) -> String {
-        let body = self.post(&format!("{V3}/user/{}/filter", enc(&self.user_id)), filter).await.ok();
+        let body = self
+            .post(&format!("{V3}/user/{}/filter", enc(&self.user_id)), filter)
+            .await
+            .ok();
         body["filter_id"].as_str().expect("filter_id").to_owned()
     }
 
     pub async fn put_account_data(&self, data_type: &str, content: Value) {
-        self.put(&format!("{V3}/user/{}/account_data/{}", enc(&self.user_id), enc(data_type)), content).await.ok();
+        self.put(
+            &format!(
+                "{V3}/user/{}/account_data/{}",
+                enc(&self.user_id),
+                enc(data_type)
+            ),
+            content,
+        )
+        .await
+        .ok();
     }
 
     pub async fn get_account_data(&self, data_type: &str) -> Response {
-        self.get(&format!("{V3}/user/{}/account_data/{}", enc(&self.user_id), enc(data_type))).await
+        self.get(&format!(
+            "{V3}/user/{}/account_data/{}",
+            enc(&self.user_id),
+            enc(data_type)
+        ))
+        .await
     }
 
     pub async fn put_room_account_data(&self, room_id: &str, data_type: &str, content: Value) {
         self.put(
-            &format!("{V3}/user/{}/rooms/{}/account_data/{}", enc(&self.user_id), enc(room_id), enc(data_type)),
+            &format!(
+                "{V3}/user/{}/rooms/{}/account_data/{}",
+                enc(&self.user_id),
+                enc(room_id),
+                enc(data_type)
+            ),
             content,
         )
         .await
@@ -623,20 +839,32 @@ impl Client {
     }
 
     pub async fn get_room_account_data(&self, room_id: &str, data_type: &str) -> Response {
-        self.get(&format!("{V3}/user/{}/rooms/{}/account_data/{}", enc(&self.user_id), enc(room_id), enc(data_type)))
-            .await
+        self.get(&format!(
+            "{V3}/user/{}/rooms/{}/account_data/{}",
+            enc(&self.user_id),
+            enc(room_id),
+            enc(data_type)
+        ))
+        .await
     }
 
     pub async fn set_displayname(&self, name: &str) {
-        self.put(&format!("{V3}/profile/{}/displayname", enc(&self.user_id)), json!({ "displayname": name }))
-            .await
-            .ok();
+        self.put(
+            &format!("{V3}/profile/{}/displayname", enc(&self.user_id)),
+            json!({ "displayname": name }),
+        )
+        .await
+        .ok();
     }
 }
 
 /// The strings of a JSON array (empty when it isn't one).
 pub fn strings(v: &Value) -> Vec<String> {
-    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Runs `f` over `items` with at most `limit` futures in flight, keeping order.
@@ -646,7 +874,11 @@ where
     Fut: std::future::Future<Output = R>,
 {
     use futures::StreamExt;
-    futures::stream::iter(items).map(f).buffered(limit).collect().await
+    futures::stream::iter(items)
+        .map(f)
+        .buffered(limit)
+        .collect()
+        .await
 }
 
 /// A fresh PostgreSQL database for one server.
@@ -670,7 +902,11 @@ impl PgDatabase {
         let _ = conn.close().await;
         let mut url = reqwest::Url::parse(admin_url).expect("HS_TEST_POSTGRES_URL is a URL");
         url.set_path(&format!("/{name}"));
-        PgDatabase { admin_url: admin_url.to_owned(), name, url: url.to_string() }
+        PgDatabase {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.to_string(),
+        }
     }
 
     async fn drop_database(self) {
@@ -682,9 +918,11 @@ impl PgDatabase {
 async fn drop_pg_database(admin_url: String, name: String) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin_url).await {
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-            .execute(&mut conn)
-            .await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
         let _ = conn.close().await;
     }
 }
@@ -695,7 +933,10 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(drop_pg_database(admin_url, name));
         })
         .join();

@@ -20,7 +20,10 @@ pub fn timeline(sync: &Value, room_id: &str) -> Vec<Value> {
 
 /// The room ids under `rooms.<section>` (`join`, `invite`, `leave`, `knock`).
 pub fn room_ids(sync: &Value, section: &str) -> Vec<String> {
-    sync["rooms"][section].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    sync["rooms"][section]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Whether the room id occurs anywhere in the response.
@@ -30,17 +33,27 @@ pub fn mentions(sync: &Value, needle: &str) -> bool {
 
 /// The events of type `m.room.message`.
 pub fn messages_only(events: &[Value]) -> Vec<Value> {
-    events.iter().filter(|e| e["type"] == "m.room.message").cloned().collect()
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .cloned()
+        .collect()
 }
 
 /// `content.body` of each `m.room.message` event.
 pub fn bodies(events: &[Value]) -> Vec<String> {
-    messages_only(events).iter().map(|e| e["content"]["body"].as_str().unwrap_or("").to_owned()).collect()
+    messages_only(events)
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap_or("").to_owned())
+        .collect()
 }
 
 /// `event_id` of each event.
 pub fn event_ids(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["event_id"].as_str().unwrap_or("").to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap_or("").to_owned())
+        .collect()
 }
 
 /// The events of `type` in a list.
@@ -58,14 +71,25 @@ pub struct SyncCursor {
 impl SyncCursor {
     /// Does the initial sync; returns the cursor and that first response.
     pub async fn initial(client: &Client, filter: Option<&str>) -> (Self, Value) {
-        let mut cursor = SyncCursor { client: client.clone(), since: None, filter: filter.map(str::to_owned) };
+        let mut cursor = SyncCursor {
+            client: client.clone(),
+            since: None,
+            filter: filter.map(str::to_owned),
+        };
         let first = cursor.next(0).await;
         (cursor, first)
     }
 
     /// One (long-poll) sync from the current position; advances the position.
     pub async fn next(&mut self, timeout_ms: u64) -> Value {
-        let body = self.client.sync(self.since.as_deref(), Some(timeout_ms), self.filter.as_deref()).await;
+        let body = self
+            .client
+            .sync(
+                self.since.as_deref(),
+                Some(timeout_ms),
+                self.filter.as_deref(),
+            )
+            .await;
         self.since = Some(body["next_batch"].as_str().unwrap().to_owned());
         body
     }
@@ -98,7 +122,12 @@ impl SyncCursor {
                     "{:?}: incremental sync was limited (events skipped)",
                     self.client
                 );
-                got.extend(room["timeline"]["events"].as_array().cloned().unwrap_or_default());
+                got.extend(
+                    room["timeline"]["events"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
             }
         }
         got

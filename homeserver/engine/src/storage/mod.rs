@@ -177,8 +177,9 @@ pub trait RoomStore: Send + Sync {
     async fn forward_extremities(&self, room_id: &str) -> Result<Vec<String>>;
     /// The snapshot id of the room's current state.
     async fn current_snapshot(&self, room_id: &str) -> Result<i64>;
-    /// A snapshot as `(parent, entries)`; walk parents for the full state.
-    async fn load_snapshot(&self, snapshot_id: i64) -> Result<Option<(Option<i64>, Vec<(String, String, String)>)>>;
+    /// The full state of a snapshot, `(type, state_key, event_id)`, resolved
+    /// through its chain of parents.
+    async fn snapshot_state(&self, snapshot_id: i64) -> Result<Vec<(String, String, String)>>;
     async fn max_snapshot_id(&self) -> Result<i64>;
 
     async fn memberships_for_user(&self, user_id: &str) -> Result<Vec<MembershipRecord>>;
@@ -198,6 +199,11 @@ pub trait TimelineStore: Send + Sync {
     /// Persists an accepted event and everything it changes, atomically.
     async fn persist_event(&self, ev: &PersistEvent) -> Result<()>;
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
+    /// The events of the room's current state, in one read.
+    async fn current_state_events(&self, room_id: &str) -> Result<Vec<StoredEvent>>;
+    /// The PDUs of one state key's history in a room, oldest first, as
+    /// `(stream_pos, pdu_json)`. Serves history-visibility checks.
+    async fn state_key_history(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Vec<(StreamPos, String)>>;
     /// Events of a room with `from < pos <= to` (forward) or `to < pos <= from`
     /// (backward, newest first), at most `limit`.
     async fn room_events(&self, room_id: &str, from: StreamPos, to: StreamPos, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>>;

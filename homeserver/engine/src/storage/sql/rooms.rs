@@ -81,20 +81,29 @@ impl RoomStore for SqlStore {
         Ok(row.map(|r| r.try_get("current_snapshot")).transpose()?.unwrap_or(0))
     }
 
-    async fn load_snapshot(&self, snapshot_id: i64) -> Result<Option<(Option<i64>, Vec<(String, String, String)>)>> {
-        let Some(head) = sqlx::query("SELECT parent_id FROM state_snapshots WHERE snapshot_id = $1")
-            .bind(snapshot_id)
-            .fetch_optional(&self.read)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let parent: Option<i64> = head.try_get("parent_id")?;
-        let rows = sqlx::query("SELECT event_type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = $1")
-            .bind(snapshot_id)
-            .fetch_all(&self.read)
-            .await?;
-        Ok(Some((parent, state_triples(&rows)?)))
+    async fn snapshot_state(&self, snapshot_id: i64) -> Result<Vec<(String, String, String)>> {
+        // Walk the parent chain in one query; the nearest entry for a key wins.
+        let rows = sqlx::query(
+            "WITH RECURSIVE chain(id, hops) AS (
+                 SELECT snapshot_id, 0 FROM state_snapshots WHERE snapshot_id = $1
+                 UNION ALL
+                 SELECT s.parent_id, c.hops + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.id
+                 WHERE s.parent_id IS NOT NULL
+             )
+             SELECT e.event_type, e.state_key, e.event_id FROM chain c
+             JOIN state_snapshot_entries e ON e.snapshot_id = c.id ORDER BY c.hops ASC",
+        )
+        .bind(snapshot_id)
+        .fetch_all(&self.read)
+        .await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (t, k, e) in state_triples(&rows)? {
+            if seen.insert((t.clone(), k.clone())) {
+                out.push((t, k, e));
+            }
+        }
+        Ok(out)
     }
 
     async fn max_snapshot_id(&self) -> Result<i64> {

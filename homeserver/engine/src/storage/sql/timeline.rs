@@ -137,6 +137,30 @@ impl TimelineStore for SqlStore {
         Ok(row.as_ref().map(event_from_row).transpose()?)
     }
 
+    async fn current_state_events(&self, room_id: &str) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT e.stream_pos, e.event_id, e.room_id, e.pdu_json, e.state_before, e.rejected, e.txn_device, e.txn_id
+             FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE c.room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn state_key_history(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Vec<(StreamPos, String)>> {
+        let rows = sqlx::query(
+            "SELECT stream_pos, pdu_json FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3 AND rejected = 0
+             ORDER BY stream_pos ASC",
+        )
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("stream_pos")?, r.try_get("pdu_json")?))).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+    }
+
     async fn room_events(&self, room_id: &str, from: StreamPos, to: StreamPos, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>> {
         let sql = match dir {
             Direction::Forward => format!(

@@ -1,0 +1,199 @@
+//! Rooms: the in-memory view of each active room, and the operations on it.
+//!
+//! Each room has one [`RoomState`] behind an async `RwLock`. Sends take the write
+//! lock, which serialises the room's event graph (prev_events, depth, state) while
+//! different rooms proceed in parallel. Readers (sync, members) take the read lock.
+
+mod aliases;
+mod create;
+mod membership;
+mod send;
+pub mod visibility;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use parking_lot::Mutex;
+use ruma::{room_version_rules::RoomVersionRules, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId};
+use tokio::sync::RwLock;
+
+pub use create::CreateRoom;
+
+use crate::{
+    core::Core,
+    error::{Error, Result},
+    events::{auth::StateMap, Pdu},
+    storage::StreamPos,
+};
+
+/// Rooms with more joined members than this use a room-level wake-up instead of
+/// waking each member (see the brief's fan-out rules).
+pub const LARGE_ROOM_MEMBERS: usize = 100;
+
+pub struct RoomState {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    pub state: StateMap,
+    pub extremities: Vec<OwnedEventId>,
+    pub max_depth: u64,
+    pub snapshot: i64,
+    pub latest_pos: StreamPos,
+    pub joined: HashSet<String>,
+    pub invited: HashSet<String>,
+}
+
+impl RoomState {
+    pub fn state_event(&self, kind: &str, key: &str) -> Option<&Arc<Pdu>> {
+        self.state.get(&(kind.to_owned(), key.to_owned()))
+    }
+
+    pub fn membership_of(&self, user_id: &str) -> Option<String> {
+        self.state_event("m.room.member", user_id).and_then(|p| p.content_str("membership"))
+    }
+
+    pub fn is_large(&self) -> bool {
+        self.joined.len() > LARGE_ROOM_MEMBERS
+    }
+
+    /// `join_rule` of the room (`invite` when unset, per spec).
+    pub fn join_rule(&self) -> String {
+        self.state_event("m.room.join_rules", "").and_then(|p| p.content_str("join_rule")).unwrap_or_else(|| "invite".into())
+    }
+
+    pub fn history_visibility(&self) -> String {
+        self.state_event("m.room.history_visibility", "")
+            .and_then(|p| p.content_str("history_visibility"))
+            .unwrap_or_else(|| "shared".into())
+    }
+
+    fn track_membership(&mut self, user_id: &str, membership: &str) {
+        self.joined.remove(user_id);
+        self.invited.remove(user_id);
+        match membership {
+            "join" => {
+                self.joined.insert(user_id.to_owned());
+            }
+            "invite" => {
+                self.invited.insert(user_id.to_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
+pub type RoomHandle = Arc<RwLock<RoomState>>;
+
+#[derive(Clone)]
+pub struct RoomService {
+    core: Arc<Core>,
+    cache: Arc<Mutex<HashMap<OwnedRoomId, RoomHandle>>>,
+    /// Serialises first loads so a room is read from storage once.
+    loading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl RoomService {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core, cache: Default::default(), loading: Default::default() }
+    }
+
+    /// The room's in-memory state, loading it on first use. `None` if unknown here.
+    pub async fn get(&self, room_id: &RoomId) -> Result<Option<RoomHandle>> {
+        if let Some(h) = self.cache.lock().get(room_id) {
+            return Ok(Some(h.clone()));
+        }
+        let _guard = self.loading.lock().await;
+        if let Some(h) = self.cache.lock().get(room_id) {
+            return Ok(Some(h.clone()));
+        }
+        let Some(state) = self.load(room_id).await? else { return Ok(None) };
+        let handle = Arc::new(RwLock::new(state));
+        self.cache.lock().insert(room_id.to_owned(), handle.clone());
+        Ok(Some(handle))
+    }
+
+    /// Like [`get`](Self::get), but an unknown room is `M_NOT_FOUND`.
+    pub async fn require(&self, room_id: &RoomId) -> Result<RoomHandle> {
+        self.get(room_id).await?.ok_or_else(|| Error::not_found("Unknown room."))
+    }
+
+    async fn load(&self, room_id: &RoomId) -> Result<Option<RoomState>> {
+        let storage = &self.core.storage;
+        let Some(record) = storage.rooms.get_room(room_id.as_str()).await? else { return Ok(None) };
+        let version = RoomVersionId::try_from(record.room_version.as_str())
+            .map_err(|_| Error::unknown("stored room has an invalid version"))?;
+        let rules = version.rules().ok_or_else(|| Error::unsupported_room_version(version.as_str()))?;
+        let mut state = StateMap::new();
+        let mut joined = HashSet::new();
+        let mut invited = HashSet::new();
+        for ev in storage.timeline.current_state_events(room_id.as_str()).await? {
+            let event_id = OwnedEventId::try_from(ev.event_id.as_str()).map_err(|e| Error::unknown(e.to_string()))?;
+            let pdu = Pdu::parse(event_id, room_id, &ev.pdu_json)?;
+            let key = (pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default());
+            if key.0 == "m.room.member" {
+                match pdu.content_str("membership").as_deref() {
+                    Some("join") => {
+                        joined.insert(key.1.clone());
+                    }
+                    Some("invite") => {
+                        invited.insert(key.1.clone());
+                    }
+                    _ => {}
+                }
+            }
+            state.insert(key, Arc::new(pdu));
+        }
+        let mut extremities = Vec::new();
+        let mut max_depth = 0;
+        for id in storage.rooms.forward_extremities(room_id.as_str()).await? {
+            if let Some(ev) = storage.timeline.get_event(&id).await? {
+                let event_id = OwnedEventId::try_from(id.as_str()).map_err(|e| Error::unknown(e.to_string()))?;
+                let pdu = Pdu::parse(event_id.clone(), room_id, &ev.pdu_json)?;
+                max_depth = max_depth.max(pdu.depth);
+                extremities.push(event_id);
+            }
+        }
+        Ok(Some(RoomState {
+            room_id: room_id.to_owned(),
+            version,
+            rules,
+            state,
+            extremities,
+            max_depth,
+            snapshot: storage.rooms.current_snapshot(room_id.as_str()).await?,
+            latest_pos: storage.timeline.room_max_pos(room_id.as_str()).await?,
+            joined,
+            invited,
+        }))
+    }
+
+    fn insert(&self, state: RoomState) -> RoomHandle {
+        let room_id = state.room_id.clone();
+        let handle = Arc::new(RwLock::new(state));
+        self.cache.lock().insert(room_id, handle.clone());
+        handle
+    }
+
+    /// The user's current membership in the room, if the room is known.
+    pub async fn membership(&self, room_id: &RoomId, user_id: &str) -> Result<Option<String>> {
+        match self.get(room_id).await? {
+            Some(room) => Ok(room.read().await.membership_of(user_id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Errors with `M_FORBIDDEN` unless the user is joined to the room.
+    pub async fn require_joined(&self, room_id: &RoomId, user_id: &str) -> Result<RoomHandle> {
+        let room = self.get(room_id).await?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+        if room.read().await.membership_of(user_id).as_deref() != Some("join") {
+            return Err(Error::forbidden("You are not in this room."));
+        }
+        Ok(room)
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+}

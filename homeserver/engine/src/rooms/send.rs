@@ -1,0 +1,183 @@
+//! The event pipeline for local events: build, authorise, persist, then notify.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, RoomId, UserId};
+
+use super::{RoomService, RoomState};
+use crate::{
+    error::{Error, Result},
+    events::{
+        auth,
+        builder::{self, BuildContext, Built, EventDraft},
+    },
+    storage::PersistEvent,
+    sync::notifier::WakeTarget,
+    util::now_ms,
+};
+
+/// The sending device and its transaction id, for idempotent client sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Txn<'a> {
+    pub device_id: &'a str,
+    pub txn_id: &'a str,
+}
+
+impl RoomService {
+    /// Sends an event into a room on behalf of a local user. A retried send with
+    /// the same device and txn id returns the first event's id.
+    pub async fn send(&self, room_id: &RoomId, sender: &UserId, draft: EventDraft, txn: Option<Txn<'_>>) -> Result<OwnedEventId> {
+        let timeline = &self.core.storage.timeline;
+        if let Some(t) = txn {
+            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, t.txn_id).await? {
+                return OwnedEventId::try_from(id).map_err(|e| Error::unknown(e.to_string()));
+            }
+        }
+        let room = self.get(room_id).await?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+        let mut st = room.write().await;
+        if let Some(t) = txn {
+            // A concurrent retry may have won the race for the room lock.
+            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, t.txn_id).await? {
+                return OwnedEventId::try_from(id).map_err(|e| Error::unknown(e.to_string()));
+            }
+        }
+        self.send_locked(&mut st, sender, draft, txn).await
+    }
+
+    /// Builds, authorises and persists an event while holding the room's write lock.
+    pub(crate) async fn send_locked(
+        &self,
+        st: &mut RoomState,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<Txn<'_>>,
+    ) -> Result<OwnedEventId> {
+        let built = self.build(st, sender, &draft)?;
+        auth::check(&st.rules.authorization, &built.pdu, &st.state, &builder::index_by_id(&st.state))?;
+        if draft.kind == "m.room.redaction" {
+            self.check_redaction(st, sender, draft.redacts.as_ref()).await?;
+        }
+        self.persist(st, built, txn, sender).await
+    }
+
+    pub(crate) fn build(&self, st: &RoomState, sender: &UserId, draft: &EventDraft) -> Result<Built> {
+        let ctx = BuildContext {
+            room_id: Some(&st.room_id),
+            rules: &st.rules,
+            state: &st.state,
+            prev_events: &st.extremities,
+            max_depth: st.max_depth,
+            server_name: self.core.server_name.as_str(),
+            key: &self.core.key,
+            now_ms: now_ms(),
+        };
+        builder::build(&ctx, sender, draft)
+    }
+
+    /// Clients may redact their own events; redacting others' needs the `redact` power level.
+    async fn check_redaction(&self, st: &RoomState, sender: &UserId, target: Option<&OwnedEventId>) -> Result<()> {
+        let target = target.ok_or_else(|| Error::bad_json("redaction without `redacts`"))?;
+        let Some(ev) = self.core.storage.timeline.get_event(target.as_str()).await? else { return Ok(()) };
+        if ev.room_id != st.room_id.as_str() {
+            return Err(Error::not_found("Event not found in this room."));
+        }
+        let original: serde_json::Value = serde_json::from_str(&ev.pdu_json)?;
+        if original["sender"].as_str() == Some(sender.as_str()) {
+            return Ok(());
+        }
+        let levels = st.state_event("m.room.power_levels", "").map(|p| p.content_value()).unwrap_or_default();
+        let redact_level = levels["redact"].as_i64().unwrap_or(50);
+        if user_power(st, &levels, sender.as_str()) < redact_level {
+            return Err(Error::forbidden("You may not redact other users' events."));
+        }
+        Ok(())
+    }
+
+    /// Persists an authorised event, applies it to the in-memory room, and wakes
+    /// whoever it concerns once its stream position is visible.
+    pub(crate) async fn persist(&self, st: &mut RoomState, built: Built, txn: Option<Txn<'_>>, sender: &UserId) -> Result<OwnedEventId> {
+        let Built { pdu, json } = built;
+        let core = &self.core;
+        let pos = core.stream.allocate();
+        let state_after = pdu.state_key.as_ref().map(|_| (core.alloc_snapshot(), st.snapshot));
+        let membership = (pdu.kind.to_string() == "m.room.member").then(|| pdu.content_str("membership")).flatten();
+        let redaction = match (&pdu.redacts, pdu.kind.to_string() == "m.room.redaction") {
+            (Some(target), true) => match core.storage.timeline.get_event(target.as_str()).await {
+                Ok(Some(ev)) if ev.room_id == st.room_id.as_str() => {
+                    Some((ev.event_id.clone(), builder::redact_json(&ev.pdu_json, &st.rules)?))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    core.complete(pos, Vec::new());
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        let record = PersistEvent {
+            stream_pos: pos,
+            event_id: pdu.event_id.to_string(),
+            room_id: st.room_id.to_string(),
+            event_type: pdu.kind.to_string(),
+            state_key: pdu.state_key.clone(),
+            sender: sender.to_string(),
+            origin_server_ts: i64::from(pdu.origin_server_ts.0),
+            depth: pdu.depth as i64,
+            pdu_json: json,
+            state_before: st.snapshot,
+            state_after,
+            forward_extremities: vec![pdu.event_id.to_string()],
+            txn: txn.map(|t| (sender.to_string(), t.device_id.to_owned(), t.txn_id.to_owned())),
+            membership: membership.clone(),
+            redaction: redaction.clone(),
+        };
+        if let Err(e) = core.storage.timeline.persist_event(&record).await {
+            core.complete(pos, Vec::new());
+            return Err(e);
+        }
+
+        // Persisted: now apply to the in-memory room.
+        let event_id = pdu.event_id.clone();
+        st.extremities = vec![event_id.clone()];
+        st.max_depth = st.max_depth.max(pdu.depth);
+        st.latest_pos = pos;
+        let mut wake = Vec::new();
+        if let (Some(key), Some((snapshot, _))) = (pdu.state_key.clone(), state_after) {
+            st.snapshot = snapshot;
+            if let Some(m) = &membership {
+                st.track_membership(&key, m);
+                wake.push(WakeTarget::User(key.clone()));
+            }
+            st.state.insert((pdu.kind.to_string(), key), Arc::new(pdu));
+        }
+        if st.is_large() {
+            wake.push(WakeTarget::Room(st.room_id.to_string()));
+        } else {
+            wake.extend(st.joined.iter().chain(st.invited.iter()).map(|u| WakeTarget::User(u.clone())));
+        }
+        core.complete(pos, wake);
+        Ok(event_id)
+    }
+}
+
+/// A user's power level from `m.room.power_levels` content. Room creators in v12
+/// rooms outrank everyone.
+pub fn user_power(st: &RoomState, levels: &serde_json::Value, user_id: &str) -> i64 {
+    if st.rules.authorization.explicitly_privilege_room_creators && is_creator(st, user_id) {
+        return i64::MAX;
+    }
+    if levels.is_null() {
+        // Without a power levels event the creator has 100 and everyone else 0.
+        return if is_creator(st, user_id) { 100 } else { 0 };
+    }
+    levels["users"][user_id].as_i64().or_else(|| levels["users_default"].as_i64()).unwrap_or(0)
+}
+
+fn is_creator(st: &RoomState, user_id: &str) -> bool {
+    let Some(create) = st.state_event("m.room.create", "") else { return false };
+    if create.sender.as_str() == user_id {
+        return true;
+    }
+    let content = create.content_value();
+    content["additional_creators"].as_array().is_some_and(|a| a.iter().any(|u| u.as_str() == Some(user_id)))
+}

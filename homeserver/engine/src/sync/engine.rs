@@ -1,0 +1,282 @@
+//! The sync engine: what changed for one device since its token, waiting for the
+//! notifier when nothing did.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use futures::FutureExt;
+use ruma::OwnedRoomId;
+use serde_json::{json, Map, Value};
+
+use super::{filter::Filter, make_token, notifier::WakeTarget, parse_token};
+use crate::{
+    core::Core,
+    error::Result,
+    events::client_format::{to_client, to_stripped},
+    rooms::RoomService,
+    storage::{Direction, MembershipRecord, StoredEvent, StreamPos},
+    util::now_ms,
+};
+
+#[derive(Clone, Debug)]
+pub struct SyncRequest {
+    pub user_id: String,
+    pub device_id: String,
+    pub since: Option<String>,
+    pub timeout_ms: u64,
+    pub full_state: bool,
+    pub filter: Filter,
+}
+
+#[derive(Clone)]
+pub struct SyncService {
+    core: Arc<Core>,
+    rooms: RoomService,
+}
+
+/// One computed response and what to wait on if it is empty.
+struct Computed {
+    body: Value,
+    empty: bool,
+    large_rooms: Vec<String>,
+}
+
+/// The state event types that make up an invite's stripped state.
+const STRIPPED_STATE: &[&str] =
+    &["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"];
+
+impl SyncService {
+    pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
+        Self { core, rooms }
+    }
+
+    pub async fn sync(&self, req: &SyncRequest) -> Result<Value> {
+        let since = req.since.as_deref().map(parse_token).transpose()?;
+        let timeout = Duration::from_millis(req.timeout_ms.min(self.core.config.limits.max_sync_timeout_ms));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Subscribe before reading, so a wake-up between the read and the wait is kept.
+            let user_key = self.core.notifier.subscribe(WakeTarget::User(req.user_id.clone()));
+            let user_wait = user_key.notified();
+            tokio::pin!(user_wait);
+            user_wait.as_mut().enable();
+
+            let upto = self.core.stream.current();
+            let computed = self.compute(req, since, upto).await?;
+            let can_wait = since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
+            if !computed.empty || !can_wait {
+                return Ok(computed.body);
+            }
+            let room_keys: Vec<_> =
+                computed.large_rooms.iter().map(|r| self.core.notifier.subscribe(WakeTarget::Room(r.clone()))).collect();
+            let mut waits: Vec<_> = room_keys.iter().map(|k| k.notified().boxed()).collect();
+            for w in waits.iter_mut() {
+                // Enabling through a boxed future: poll once to register interest.
+                let _ = futures::poll!(w.as_mut());
+            }
+            if self.core.stream.current() != upto {
+                continue;
+            }
+            waits.push(user_wait.boxed());
+            tokio::select! {
+                _ = futures::future::select_all(waits) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let upto = self.core.stream.current();
+                    return Ok(self.compute(req, since, upto).await?.body);
+                }
+            }
+        }
+    }
+
+    async fn compute(&self, req: &SyncRequest, since: Option<StreamPos>, upto: StreamPos) -> Result<Computed> {
+        let storage = &self.core.storage;
+        let memberships = storage.rooms.memberships_for_user(&req.user_id).await?;
+        let account_data = storage.account_data.account_data_since(&req.user_id, since.unwrap_or(0), upto).await?;
+        let mut join = Map::new();
+        let mut invite = Map::new();
+        let mut leave = Map::new();
+        let mut large_rooms = Vec::new();
+
+        for m in memberships.iter().filter(|m| req.filter.room_allowed(&m.room_id) && m.stream_pos <= upto) {
+            let room_data: Vec<Value> = account_data
+                .iter()
+                .filter(|a| a.room_id.as_deref() == Some(&m.room_id))
+                .map(|a| json!({"type": a.event_type, "content": serde_json::from_str::<Value>(&a.content).unwrap_or(json!({}))}))
+                .collect();
+            match m.membership.as_str() {
+                "join" => {
+                    if let Some(room) = self.joined_room(req, m, since, upto, room_data, &mut large_rooms).await? {
+                        join.insert(m.room_id.clone(), room);
+                    }
+                }
+                "invite" if since.is_none_or(|s| m.stream_pos > s) => {
+                    invite.insert(m.room_id.clone(), self.invited_room(m).await?);
+                }
+                "leave" | "ban" if since.is_some_and(|s| m.stream_pos > s) || (since.is_none() && req.filter.include_leave) => {
+                    leave.insert(m.room_id.clone(), self.left_room(req, m, since).await?);
+                }
+                _ => {}
+            }
+        }
+
+        let global: Vec<Value> = account_data
+            .iter()
+            .filter(|a| a.room_id.is_none())
+            .map(|a| json!({"type": a.event_type, "content": serde_json::from_str::<Value>(&a.content).unwrap_or(json!({}))}))
+            .collect();
+        let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && global.is_empty();
+        let body = json!({
+            "next_batch": make_token(upto),
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "account_data": {"events": global},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        });
+        Ok(Computed { body, empty, large_rooms })
+    }
+
+    async fn joined_room(
+        &self,
+        req: &SyncRequest,
+        m: &MembershipRecord,
+        since: Option<StreamPos>,
+        upto: StreamPos,
+        room_data: Vec<Value>,
+        large_rooms: &mut Vec<String>,
+    ) -> Result<Option<Value>> {
+        let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else { return Ok(None) };
+        let Some(room) = self.rooms.get(&room_id).await? else { return Ok(None) };
+        let (latest, is_large, joined_count, invited_count, heroes) = {
+            let st = room.read().await;
+            let heroes: Vec<String> = st.joined.iter().filter(|u| **u != req.user_id).take(5).cloned().collect();
+            (st.latest_pos, st.is_large(), st.joined.len(), st.invited.len(), heroes)
+        };
+        if is_large {
+            large_rooms.push(m.room_id.clone());
+        }
+        let newly_joined = since.is_none_or(|s| m.stream_pos > s);
+        let has_new = since.is_none_or(|s| latest > s);
+        if !newly_joined && !has_new && !req.full_state && room_data.is_empty() {
+            return Ok(None);
+        }
+
+        let lower = if newly_joined { 0 } else { since.unwrap_or(0) };
+        let limit = req.filter.timeline_limit;
+        let mut events =
+            self.core.storage.timeline.room_events(&m.room_id, upto, lower, Direction::Backward, limit + 1).await?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        // Fast path: a member who joined before every event here sees them all.
+        if events.first().is_some_and(|e| e.stream_pos < m.stream_pos) {
+            events = self.rooms.filter_visible(&m.room_id, &req.user_id, events).await?;
+        }
+        let prev_batch = match events.first() {
+            Some(first) => make_token(first.stream_pos - 1),
+            None => make_token(since.unwrap_or(upto)),
+        };
+
+        let timeline_ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        let state = if newly_joined || req.full_state || (limited && since.is_some()) {
+            let snapshot = match events.first() {
+                Some(first) => first.state_before,
+                None => self.core.storage.rooms.current_snapshot(&m.room_id).await?,
+            };
+            let mut entries = self.core.storage.rooms.snapshot_state(snapshot).await?;
+            if !newly_joined && !req.full_state {
+                // Only what changed between `since` and the start of the timeline.
+                let changed = self.state_changed_between(&m.room_id, since.unwrap_or(0), events.first().map(|e| e.stream_pos - 1).unwrap_or(upto)).await?;
+                entries.retain(|(_, _, id)| changed.contains(id));
+            }
+            if req.filter.lazy_load_members {
+                let senders: HashSet<String> = events
+                    .iter()
+                    .filter_map(|e| serde_json::from_str::<Value>(&e.pdu_json).ok())
+                    .filter_map(|v| v["sender"].as_str().map(str::to_owned))
+                    .chain(std::iter::once(req.user_id.clone()))
+                    .collect();
+                entries.retain(|(t, k, _)| t != "m.room.member" || senders.contains(k));
+            }
+            let mut out = Vec::new();
+            for (_, _, id) in entries.iter().filter(|(_, _, id)| !timeline_ids.contains(id.as_str())) {
+                if let Some(ev) = self.core.storage.timeline.get_event(id).await? {
+                    out.push(to_client(&ev, None, now_ms(), false));
+                }
+            }
+            out
+        } else {
+            Vec::new()
+        };
+
+        let now = now_ms();
+        let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
+        let timeline: Vec<Value> =
+            events.iter().map(|e| to_client(e, viewer, now, false)).filter(|e| req.filter.event_allowed(e)).collect();
+        Ok(Some(json!({
+            "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
+            "state": {"events": state},
+            "account_data": {"events": room_data},
+            "ephemeral": {"events": []},
+            "summary": {
+                "m.joined_member_count": joined_count,
+                "m.invited_member_count": invited_count,
+                "m.heroes": heroes,
+            },
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        })))
+    }
+
+    /// Ids of state events sent in `(from, to]`.
+    async fn state_changed_between(&self, room_id: &str, from: StreamPos, to: StreamPos) -> Result<HashSet<String>> {
+        let events = self.core.storage.timeline.room_events(room_id, from, to, Direction::Forward, 10_000).await?;
+        Ok(events
+            .into_iter()
+            .filter(|e| serde_json::from_str::<Value>(&e.pdu_json).map(|v| v.get("state_key").is_some()).unwrap_or(false))
+            .map(|e| e.event_id)
+            .collect())
+    }
+
+    async fn invited_room(&self, m: &MembershipRecord) -> Result<Value> {
+        let mut events = Vec::new();
+        if let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) {
+            if let Some(room) = self.rooms.get(&room_id).await? {
+                let st = room.read().await;
+                for kind in STRIPPED_STATE {
+                    if let Some(p) = st.state_event(kind, "") {
+                        if let Some(ev) = self.core.storage.timeline.get_event(p.event_id.as_str()).await? {
+                            events.push(to_stripped(&ev.pdu_json));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(ev) = self.core.storage.timeline.get_event(&m.event_id).await? {
+            events.push(to_stripped(&ev.pdu_json));
+        }
+        Ok(json!({"invite_state": {"events": events}}))
+    }
+
+    async fn left_room(&self, req: &SyncRequest, m: &MembershipRecord, since: Option<StreamPos>) -> Result<Value> {
+        let limit = req.filter.timeline_limit;
+        let mut events = self
+            .core
+            .storage
+            .timeline
+            .room_events(&m.room_id, m.stream_pos, since.unwrap_or(0), Direction::Backward, limit + 1)
+            .await?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        let events: Vec<StoredEvent> = self.rooms.filter_visible(&m.room_id, &req.user_id, events).await?;
+        let prev_batch = events.first().map(|e| make_token(e.stream_pos - 1)).unwrap_or_else(|| make_token(m.stream_pos));
+        let now = now_ms();
+        let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
+        let timeline: Vec<Value> = events.iter().map(|e| to_client(e, viewer, now, false)).collect();
+        Ok(json!({
+            "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
+            "state": {"events": []},
+            "account_data": {"events": []},
+        }))
+    }
+}

@@ -1,0 +1,25 @@
+//! /sync: stream positions, the notifier, filters and the sync engine.
+
+mod engine;
+pub mod filter;
+pub mod notifier;
+pub mod stream;
+
+pub use engine::{SyncRequest, SyncService};
+
+use crate::error::{Error, Result};
+use crate::storage::StreamPos;
+
+/// Sync and pagination tokens are `s<position>`.
+pub fn parse_token(token: &str) -> Result<StreamPos> {
+    token
+        .strip_prefix('s')
+        .and_then(|n| n.split('_').next())
+        .and_then(|n| n.parse::<StreamPos>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Error::invalid_param("Invalid pagination or sync token."))
+}
+
+pub fn make_token(pos: StreamPos) -> String {
+    format!("s{pos}")
+}
