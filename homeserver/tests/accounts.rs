@@ -101,6 +101,25 @@ async fn uia_session_is_required_and_single_use() {
         .await
         .ok();
     assert_eq!(avail["available"], true, "nothing was registered");
+
+    // A completed session can't register a second account.
+    let mut body = json!({ "username": "first", "password": PASSWORD });
+    let session = server
+        .post(&format!("{V3}/register"), body.clone())
+        .await
+        .body["session"]
+        .clone();
+    body["auth"] = json!({ "type": "m.login.dummy", "session": session });
+    server
+        .post(&format!("{V3}/register"), body.clone())
+        .await
+        .ok();
+    body["username"] = json!("second");
+    let resp = server.post(&format!("{V3}/register"), body).await;
+    assert!(
+        !resp.status.is_success(),
+        "a used UIA session registered again: {resp:?}"
+    );
     server.shutdown().await;
 }
 

@@ -162,7 +162,7 @@ impl Default for RateLimits {
 
 impl Default for Logging {
     fn default() -> Self {
-        Self { level: "info".to_owned(), json: false }
+        Self { level: "info,ruma_state_res=warn,sqlx=warn".to_owned(), json: false }
     }
 }
 

@@ -4,13 +4,16 @@
 //! call the services assembled in [`services::Services`]; the services call the
 //! storage traits in [`storage`]; the backends implement those traits.
 
+pub mod account_data;
 pub mod accounts;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod ratelimit;
 pub mod rooms;
+pub mod services;
 pub mod storage;
 pub mod sync;
 pub mod util;

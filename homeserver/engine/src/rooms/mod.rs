@@ -7,7 +7,8 @@
 mod aliases;
 mod create;
 mod membership;
-mod send;
+pub mod send;
+pub mod timeline;
 pub mod visibility;
 
 use std::{
@@ -19,7 +20,7 @@ use parking_lot::Mutex;
 use ruma::{room_version_rules::RoomVersionRules, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId};
 use tokio::sync::RwLock;
 
-pub use create::CreateRoom;
+pub use create::{CreateRoom, DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
 
 use crate::{
     core::Core,

@@ -1,0 +1,185 @@
+//! Room events: send, state, redact, and reading (`/event`, `/messages`, `/context`).
+
+use std::collections::HashMap;
+
+use axum::{
+    extract::{Path, Query, State},
+    routing::get,
+    Json, Router,
+};
+use engine::{
+    events::builder::EventDraft,
+    ratelimit::Action,
+    rooms::{send::Txn, timeline::MessagesRequest},
+    sync::filter::Filter,
+    Error,
+};
+use ruma::api::client::{message::send_message_event, redact::redact_event};
+use serde_json::{json, Value};
+
+use crate::{
+    error::ApiResult,
+    extract::{AppState, Auth, JsonBody, Ruma},
+    rooms::parse_room_id,
+    ruma_route, RumaResponse,
+};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = ruma_route::<send_message_event::v3::Request, _, _>(r, send_route);
+    let mut r = ruma_route::<redact_event::v3::Request, _, _>(r, redact_route);
+    for v in ["v3", "r0"] {
+        let base = format!("/_matrix/client/{v}/rooms/{{room_id}}");
+        r = r
+            .route(&format!("{base}/state"), get(all_state))
+            .route(&format!("{base}/state/{{event_type}}"), get(get_state_empty_key).put(put_state_empty_key))
+            .route(&format!("{base}/state/{{event_type}}/"), get(get_state_empty_key).put(put_state_empty_key))
+            .route(&format!("{base}/state/{{event_type}}/{{state_key}}"), get(get_state).put(put_state))
+            .route(&format!("{base}/event/{{event_id}}"), get(get_event))
+            .route(&format!("{base}/messages"), get(messages))
+            .route(&format!("{base}/context/{{event_id}}"), get(context));
+    }
+    r
+}
+
+async fn send_route(State(state): State<AppState>, req: Ruma<send_message_event::v3::Request>) -> ApiResult<RumaResponse<send_message_event::v3::Response>> {
+    let user = req.user()?.clone();
+    let b = req.body;
+    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    let content: Value = serde_json::from_str(b.body.json().get())?;
+    let draft = EventDraft::message(&b.event_type.to_string(), content);
+    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str() };
+    let event_id = state.rooms.send(&b.room_id, &user.user_id, draft, Some(txn)).await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
+}
+
+async fn redact_route(State(state): State<AppState>, req: Ruma<redact_event::v3::Request>) -> ApiResult<RumaResponse<redact_event::v3::Response>> {
+    let user = req.user()?.clone();
+    let b = req.body;
+    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    let mut content = json!({});
+    if let Some(reason) = &b.reason {
+        content["reason"] = json!(reason);
+    }
+    let draft = EventDraft { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(b.event_id.clone()) };
+    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str() };
+    let event_id = state.rooms.send(&b.room_id, &user.user_id, draft, Some(txn)).await?;
+    Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
+}
+
+async fn all_state(State(state): State<AppState>, Auth(user): Auth, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    Ok(Json(Value::Array(state.timeline.state_events(user.user_id.as_str(), room_id, None).await?)))
+}
+
+async fn get_state_empty_key(state: State<AppState>, auth: Auth, Path((room_id, event_type)): Path<(String, String)>, q: Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    get_state(state, auth, Path((room_id, event_type, String::new())), q).await
+}
+
+async fn get_state(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path((room_id, event_type, state_key)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let event = state.timeline.state_event(user.user_id.as_str(), room_id, &event_type, &state_key).await?;
+    if q.get("format").map(String::as_str) == Some("event") {
+        return Ok(Json(event));
+    }
+    Ok(Json(event["content"].clone()))
+}
+
+async fn put_state_empty_key(state: State<AppState>, auth: Auth, Path((room_id, event_type)): Path<(String, String)>, body: JsonBody<Value>) -> ApiResult<Json<Value>> {
+    put_state(state, auth, Path((room_id, event_type, String::new())), body).await
+}
+
+async fn put_state(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path((room_id, event_type, state_key)): Path<(String, String, String)>,
+    JsonBody(content): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    if !content.is_object() {
+        return Err(Error::bad_json("State event content must be an object.").into());
+    }
+    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    if event_type == "m.room.member" {
+        return Err(Error::forbidden("Use the membership endpoints to change membership.").into());
+    }
+    if event_type == "m.room.canonical_alias" {
+        for alias in content["alias"].as_str().into_iter().chain(content["alt_aliases"].as_array().into_iter().flatten().filter_map(Value::as_str)) {
+            match state.core.storage.rooms.get_alias(alias).await? {
+                Some((r, _)) if r == room_id.as_str() => {}
+                _ => return Err(Error::new(400, "M_BAD_ALIAS", "Alias does not point to this room.").into()),
+            }
+        }
+    }
+    let draft = EventDraft::state(&event_type, &state_key, content);
+    let event_id = state.rooms.send(room_id, &user.user_id, draft, None).await?;
+    Ok(Json(json!({"event_id": event_id})))
+}
+
+async fn get_event(State(state): State<AppState>, Auth(user): Auth, Path((room_id, event_id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    Ok(Json(state.timeline.event(user.user_id.as_str(), &user.device_id, room_id, &event_id).await?))
+}
+
+fn parse_filter(q: &HashMap<String, String>) -> ApiResult<Filter> {
+    match q.get("filter") {
+        Some(f) => {
+            let v: Value = serde_json::from_str(f).map_err(|_| Error::bad_json("filter is not valid JSON"))?;
+            Ok(Filter::from_room_event_filter(&v))
+        }
+        None => Ok(Filter::default()),
+    }
+}
+
+fn parse_limit(q: &HashMap<String, String>, default: usize) -> ApiResult<usize> {
+    match q.get("limit") {
+        Some(l) => l.parse::<usize>().map_err(|_| Error::invalid_param("limit must be an integer").into()),
+        None => Ok(default),
+    }
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path(room_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let backward = match q.get("dir").map(String::as_str) {
+        Some("b") => true,
+        Some("f") => false,
+        _ => return Err(Error::invalid_param("dir must be 'b' or 'f'").into()),
+    };
+    let filter = parse_filter(&q)?;
+    let limit = parse_limit(&q, 10)?;
+    let out = state
+        .timeline
+        .messages(MessagesRequest {
+            user_id: user.user_id.as_str(),
+            device_id: &user.device_id,
+            room_id,
+            from: q.get("from").map(String::as_str),
+            to: q.get("to").map(String::as_str),
+            backward,
+            limit,
+            filter,
+        })
+        .await?;
+    Ok(Json(out))
+}
+
+async fn context(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path((room_id, event_id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let filter = parse_filter(&q)?;
+    let limit = parse_limit(&q, 10)?.min(100);
+    Ok(Json(state.timeline.context(user.user_id.as_str(), &user.device_id, room_id, &event_id, limit, filter).await?))
+}

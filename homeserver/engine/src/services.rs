@@ -1,0 +1,59 @@
+//! The explicit services handle the HTTP surfaces receive.
+
+use std::sync::{atomic::AtomicI64, Arc};
+
+use ruma::ServerName;
+
+use crate::{
+    accounts::AccountService,
+    account_data::AccountDataService,
+    config::Config,
+    core::Core,
+    keys::SigningKey,
+    ratelimit::RateLimiter,
+    rooms::{timeline::TimelineService, RoomService},
+    storage::Storage,
+    sync::{notifier::Notifier, stream::StreamTracker, SyncService},
+};
+
+pub struct Services {
+    pub core: Arc<Core>,
+    pub rooms: RoomService,
+    pub timeline: TimelineService,
+    pub accounts: AccountService,
+    pub account_data: AccountDataService,
+    pub sync: SyncService,
+    pub ratelimit: RateLimiter,
+}
+
+impl Services {
+    /// Opens storage, loads or creates the signing key and assembles the services.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
+        let server_name = ServerName::parse(&config.server_name)?;
+        let key = SigningKey::load_or_generate(&config.signing_key_path)?;
+        let storage = Storage::connect(&config.database.url, config.database.max_connections).await?;
+        let max_pos = storage.timeline.max_stream_pos().await?;
+        let max_snapshot = storage.rooms.max_snapshot_id().await?;
+        let notifier = Arc::new(Notifier::default());
+        let core = Arc::new(Core {
+            server_name,
+            key,
+            storage,
+            stream: StreamTracker::new(max_pos),
+            bus: notifier.clone(),
+            notifier,
+            next_snapshot: AtomicI64::new(max_snapshot + 1),
+            config: config.clone(),
+        });
+        let rooms = RoomService::new(core.clone());
+        Ok(Arc::new(Self {
+            timeline: TimelineService::new(core.clone(), rooms.clone()),
+            accounts: AccountService::new(core.clone(), rooms.clone()),
+            account_data: AccountDataService::new(core.clone()),
+            sync: SyncService::new(core.clone(), rooms.clone()),
+            ratelimit: RateLimiter::new(config.rate_limits.clone()),
+            rooms,
+            core,
+        }))
+    }
+}
