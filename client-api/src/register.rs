@@ -3,7 +3,13 @@
 
 use std::time::Duration;
 
-use axum::{extract::State, routing::get, Json, Router};
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, State},
+    routing::get,
+    Json, Router,
+};
 use engine::{
     accounts::{shared_secret::verify_mac, RegisterParams},
     ratelimit::Action,
@@ -39,7 +45,11 @@ fn flows(state: &AppState) -> Vec<Vec<&'static str>> {
     }
 }
 
-async fn register_route(State(state): State<AppState>, req: Ruma<register::v3::Request>) -> ApiResult<RumaResponse<register::v3::Response>> {
+async fn register_route(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Ruma<register::v3::Request>,
+) -> ApiResult<RumaResponse<register::v3::Response>> {
     let reg = &state.core.config.registration;
     if !reg.enabled && !reg.require_token {
         return Err(Error::forbidden("Registration has been disabled.").into());
@@ -58,7 +68,7 @@ async fn register_route(State(state): State<AppState>, req: Ruma<register::v3::R
     let flows = flows(&state);
     let auth = body.auth.as_ref().map(serde_json::to_value).transpose().map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
     let session = complete_uia(&state, &flows, auth.as_ref()).await?;
-    state.ratelimit.check(Action::Register, "global")?;
+    state.ratelimit.check(Action::Register, &peer.ip().to_string())?;
     if state.core.config.registration.require_token {
         let token = auth.as_ref().and_then(|a| a["token"].as_str()).unwrap_or_default();
         if !state.core.storage.accounts.use_registration_token(token, now_ms()).await? {

@@ -42,7 +42,11 @@ async fn malformed_json_is_m_not_json() {
                 Body::Raw(raw.to_vec()),
             )
             .await;
-        resp.assert_error(400, "M_NOT_JSON");
+        assert!(
+            resp.status.as_u16() == 400 && resp.errcode() == "M_NOT_JSON",
+            "body {:?}: expected 400 M_NOT_JSON: {resp:?}",
+            String::from_utf8_lossy(raw)
+        );
         still_serving(&alice).await;
     }
     let resp = alice
