@@ -6,6 +6,7 @@
 //! (send, state, redact, read), directory, sync, account data.
 
 mod account_data;
+mod admin;
 mod devices;
 mod directory;
 mod discovery;
@@ -73,5 +74,6 @@ pub fn router() -> Router<AppState> {
     let r = events::routes(r);
     let r = directory::routes(r);
     let r = sync::routes(r);
+    let r = admin::routes(r);
     account_data::routes(r)
 }

@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-use axum::{extract::State, Router};
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, State},
+    Router,
+};
 use engine::{ratelimit::Action, Error};
 use ruma::{
     api::client::{
@@ -33,7 +38,11 @@ async fn login_types_route(_req: Ruma<get_login_types::v3::Request>) -> ApiResul
     Ok(RumaResponse(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())])))
 }
 
-async fn login_route(State(state): State<AppState>, req: Ruma<login::v3::Request>) -> ApiResult<RumaResponse<login::v3::Response>> {
+async fn login_route(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Ruma<login::v3::Request>,
+) -> ApiResult<RumaResponse<login::v3::Response>> {
     let body = req.body;
     let login::v3::LoginInfo::Password(password) = &body.login_info else {
         return Err(Error::new(400, "M_UNKNOWN", "Unsupported login type.").into());
@@ -42,6 +51,7 @@ async fn login_route(State(state): State<AppState>, req: Ruma<login::v3::Request
         Some(UserIdentifier::Matrix(id)) => id.user.clone(),
         _ => return Err(Error::new(400, "M_UNKNOWN", "Only m.id.user identifiers are supported.").into()),
     };
+    state.ratelimit.check(Action::Login, &peer.ip().to_string())?;
     state.ratelimit.check(Action::Login, &user)?;
     let user_id = state.accounts.login_password(&user, &password.password).await?;
     let session = state
