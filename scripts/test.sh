@@ -269,12 +269,13 @@ step_fmt() { cargo fmt --all -- --check; }
 
 step_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
 
-step_sqlite() { env -u HS_TEST_POSTGRES_URL cargo test --workspace; }
+# --no-fail-fast: one failing test binary must not hide the others' results.
+step_sqlite() { env -u HS_TEST_POSTGRES_URL cargo test --workspace --no-fail-fast; }
 
 step_postgres() {
     [ -n "${HS_TEST_POSTGRES_URL:-}" ] || { echo "no PostgreSQL available" >&2; return 1; }
     echo "HS_TEST_POSTGRES_URL=$HS_TEST_POSTGRES_URL"
-    cargo test --workspace --tests
+    cargo test --workspace --tests --no-fail-fast
 }
 
 step_clients() {
@@ -294,9 +295,7 @@ step_clients() {
 # ---------------------------------------------------------------------------
 # Main
 
-if wants fmt || wants clippy || wants sqlite || wants postgres || wants clients; then
-    ensure_rust
-fi
+ensure_rust
 
 PG_SETUP_FAILED=0
 if wants postgres && [ -z "${HS_TEST_POSTGRES_URL:-}" ]; then

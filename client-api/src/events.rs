@@ -47,7 +47,8 @@ async fn send_route(State(state): State<AppState>, req: Ruma<send_message_event:
     state.ratelimit.check(Action::Send, user.user_id.as_str())?;
     let content: Value = serde_json::from_str(b.body.json().get())?;
     let draft = EventDraft::message(&b.event_type.to_string(), content);
-    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str() };
+    let scope = format!("send/{}/{}", b.room_id, b.event_type);
+    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str(), scope: &scope };
     let event_id = state.rooms.send(&b.room_id, &user.user_id, draft, Some(txn)).await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
 }
@@ -61,7 +62,8 @@ async fn redact_route(State(state): State<AppState>, req: Ruma<redact_event::v3:
         content["reason"] = json!(reason);
     }
     let draft = EventDraft { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(b.event_id.clone()) };
-    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str() };
+    let scope = format!("redact/{}/{}", b.room_id, b.event_id);
+    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str(), scope: &scope };
     let event_id = state.rooms.send(&b.room_id, &user.user_id, draft, Some(txn)).await?;
     Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
 }

@@ -143,11 +143,11 @@ where
         } else {
             None
         };
-        let mut bytes = read_body(state, body).await?;
-        if bytes.is_empty() && matches!(parts.method, Method::POST | Method::PUT) {
-            bytes = Bytes::from_static(b"{}");
-        }
-        if matches!(parts.method, Method::POST | Method::PUT) && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        let bytes = read_body(state, body).await?;
+        // Every PUT carries content; a POST may omit a body whose fields are all
+        // optional (ruma reads an empty body as `{}`).
+        let needs_json = parts.method == Method::PUT || (parts.method == Method::POST && !bytes.is_empty());
+        if needs_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError(Error::not_json("Content not JSON.")));
         }
         let http_req = axum::http::Request::from_parts(parts, &bytes[..]);
@@ -187,8 +187,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_post = req.method() == Method::POST;
         let mut bytes = read_body(state, req.into_body()).await?;
-        if bytes.is_empty() {
+        if bytes.is_empty() && is_post {
             bytes = Bytes::from_static(b"{}");
         }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError(json_error(&bytes, e)))

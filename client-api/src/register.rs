@@ -109,6 +109,9 @@ async fn complete_uia(state: &AppState, flows: &[Vec<&str>], auth: Option<&Value
         let id = challenge.extra.as_ref().and_then(|e| e["session"].as_str()).unwrap_or_default().to_owned();
         return finish_stage(state, flows, auth, id).await;
     };
+    if !state.accounts.uia.exists(&session_id) {
+        return Err(state.accounts.uia.challenge(flows, None, Some(Error::new(401, "M_UNKNOWN", "Unknown UIA session."))).into());
+    }
     finish_stage(state, flows, auth, session_id).await
 }
 

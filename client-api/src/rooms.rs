@@ -162,7 +162,10 @@ async fn invite_route(
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     let target = body.user_id.ok_or_else(|| Error::missing_param("Missing user_id."))?;
-    let target = <&UserId>::try_from(target.as_str()).map_err(|_| Error::invalid_param("Invalid user id."))?;
+    let target = <&UserId>::try_from(target.as_str())
+        .ok()
+        .filter(|u| !u.localpart().is_empty() && !u.as_str().contains(char::is_whitespace))
+        .ok_or_else(|| Error::invalid_param("Invalid user id."))?;
     state.rooms.set_membership(room_id, &user.user_id, target, "invite", body.reason, false).await?;
     Ok(Json(json!({})))
 }

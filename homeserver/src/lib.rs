@@ -49,6 +49,7 @@ pub fn app(services: Arc<Services>) -> Router {
     client_api::router()
         .merge(federation::router())
         .fallback(unrecognized)
+        .method_not_allowed_fallback(unrecognized)
         .layer(middleware::from_fn(request_span))
         .layer(cors)
         .with_state(services)
@@ -56,6 +57,7 @@ pub fn app(services: Arc<Services>) -> Router {
 
 async fn unrecognized(method: Method) -> Response {
     let status = if method == Method::OPTIONS { StatusCode::OK } else { StatusCode::NOT_FOUND };
+    // Unknown endpoints and unsupported methods both answer M_UNRECOGNIZED.
     let body = Error::unrecognized("Unrecognized request").to_json();
     (status, axum::Json(body)).into_response()
 }

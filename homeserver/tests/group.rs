@@ -95,6 +95,76 @@ async fn five_members_chat() {
     server.shutdown().await;
 }
 
+/// Five members send at once: everyone sees the same single order, in /sync
+/// and in /messages, with every message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_senders_agree_on_order() {
+    const EACH: usize = 20;
+    let server = TestServer::start().await;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        users.push(server.register_no_password(&format!("u{i}")).await);
+    }
+    let room = users[0]
+        .create_room(json!({ "preset": "public_chat" }))
+        .await;
+    for u in &users[1..] {
+        u.join(&room).await;
+    }
+    let filter = json!({ "room": { "timeline": { "limit": 200 } } }).to_string();
+    let mut readers = Vec::new();
+    for u in &users {
+        let (mut cursor, _) = SyncCursor::initial(u, Some(&filter)).await;
+        let room = room.clone();
+        readers.push(tokio::spawn(async move {
+            cursor
+                .collect_until(&room, Duration::from_secs(60), |g| {
+                    bodies(g).len() >= 5 * EACH
+                })
+                .await
+        }));
+    }
+    // Each user sends its messages one after another, all users at once.
+    let senders = users.iter().enumerate().map(|(i, u)| {
+        let room = room.clone();
+        async move {
+            let mut ids = Vec::new();
+            for k in 0..EACH {
+                ids.push(u.send_text(&room, &format!("u{i} #{k}")).await);
+            }
+            ids
+        }
+    });
+    let per_sender: Vec<Vec<String>> = futures::future::join_all(senders).await;
+
+    let history = messages_only(&users[0].paginate_all(&room, None, "f", 30).await);
+    let order = event_ids(&history);
+    assert_eq!(order.len(), 5 * EACH, "every message stored once");
+    let mut sorted = order.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 5 * EACH, "no duplicates in /messages");
+    // Each sender's own messages keep their sending order.
+    for ids in &per_sender {
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| order.iter().position(|o| o == id).unwrap())
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "a sender's messages out of order: {positions:?}"
+        );
+    }
+    for (u, reader) in users.iter().zip(readers) {
+        let got = event_ids(&messages_only(&reader.await.unwrap()));
+        assert_eq!(got, order, "{u:?}'s sync order differs from /messages");
+        let mut back = event_ids(&messages_only(&u.paginate_all(&room, None, "b", 13).await));
+        back.reverse();
+        assert_eq!(back, order, "{u:?}'s /messages dir=b order differs");
+    }
+    server.shutdown().await;
+}
+
 /// A 1,000-member public room: everyone registers and joins through the API;
 /// one message then shows up in all 1,000 members' incremental syncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -334,6 +334,11 @@ async fn membership_listings() {
     dave.get(&path(&room, "joined_members"))
         .await
         .assert_error(403, "M_FORBIDDEN");
+    // A non-member can't invite.
+    let erin = server.register("erin").await;
+    dave.invite_raw(&room, &erin.user_id)
+        .await
+        .assert_error(403, "M_FORBIDDEN");
     server.shutdown().await;
 }
 
@@ -652,11 +657,18 @@ async fn displayname_propagates_to_member_events() {
     let (mut alice_sync, _) = SyncCursor::initial(&alice, None).await;
 
     bob.set_displayname("Bobby Tables").await;
+    bob.put(
+        &format!("{V3}/profile/{}/avatar_url", enc(&bob.user_id)),
+        json!({ "avatar_url": "mxc://localhost/bobface" }),
+    )
+    .await
+    .ok();
     let profile = alice
         .get(&format!("{V3}/profile/{}", enc(&bob.user_id)))
         .await
         .ok();
     assert_eq!(profile["displayname"], "Bobby Tables");
+    assert_eq!(profile["avatar_url"], "mxc://localhost/bobface");
     let dn = alice
         .get(&format!("{V3}/profile/{}/displayname", enc(&bob.user_id)))
         .await
@@ -666,6 +678,7 @@ async fn displayname_propagates_to_member_events() {
     for r in &rooms {
         let member = alice.get_state(r, "m.room.member", &bob.user_id).await.ok();
         assert_eq!(member["displayname"], "Bobby Tables", "{member}");
+        assert_eq!(member["avatar_url"], "mxc://localhost/bobface", "{member}");
         assert_eq!(member["membership"], "join");
         let jm = alice.get(&path(r, "joined_members")).await.ok();
         assert_eq!(
@@ -682,6 +695,7 @@ async fn displayname_propagates_to_member_events() {
                 e["type"] == "m.room.member"
                     && e["state_key"] == bob.user_id.as_str()
                     && e["content"]["displayname"] == "Bobby Tables"
+                    && e["content"]["avatar_url"] == "mxc://localhost/bobface"
             })
         });
         if pending.is_empty() {

@@ -66,6 +66,25 @@ async fn initial_then_incremental() {
     assert_eq!(bodies(&timeline(&again, &room)), vec!["two", "three"]);
     let next = inc["next_batch"].as_str().unwrap();
     assert!(timeline(&alice.sync(Some(next), Some(0), None).await, &room).is_empty());
+
+    // full_state=true: the whole state again, even with nothing new.
+    let full = alice
+        .get(&format!(
+            "{V3}/sync?since={}&timeout=0&full_state=true",
+            enc(next)
+        ))
+        .await
+        .ok();
+    let state = joined_room(&full, &room)
+        .unwrap_or_else(|| panic!("full_state lists the room: {full}"))["state"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.create")
+            && state.iter().any(|e| e["type"] == "m.room.name"),
+        "full_state=true returns the room's state: {full}"
+    );
     server.shutdown().await;
 }
 

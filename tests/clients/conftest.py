@@ -136,7 +136,10 @@ def homeserver(request, tmp_path: Path):
     port = _free_port()
     config = _write_config(tmp_path, port)
     log_path = tmp_path / "homeserver.log"
-    env = dict(os.environ)
+    # The server reads every HS_* variable as a config override and rejects
+    # unknown keys, so the test harness's own (HS_BINARY, HS_TEST_POSTGRES_URL,
+    # ...) must not reach it: the config file alone describes this server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HS_")}
     env.setdefault("RUST_LOG", "info")
     env.setdefault("RUST_BACKTRACE", "1")
 

@@ -39,6 +39,8 @@ pub struct TestServer {
     pub server_name: String,
     pub http: reqwest::Client,
     postgres: Option<PgDatabase>,
+    /// The config the server was started with (for [`TestServer::restart`]).
+    pub config: Config,
     /// Holds the SQLite file and the signing key; removed on drop.
     _dir: tempfile::TempDir,
 }
@@ -80,7 +82,9 @@ impl TestServer {
         adjust(&mut config);
         let server_name = config.server_name.clone();
 
-        let server = homeserver::start(config).await.expect("homeserver::start");
+        let server = homeserver::start(config.clone())
+            .await
+            .expect("homeserver::start");
         let base_url = format!("http://{}", server.client_addr);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
@@ -93,8 +97,22 @@ impl TestServer {
             server_name,
             http,
             postgres,
+            config,
             _dir: dir,
         }
+    }
+
+    /// Stops the server and starts a new one on the same storage and signing
+    /// key (on a new port: rebind clients with [`Client::on`]).
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.shutdown().await;
+        }
+        let server = homeserver::start(self.config.clone())
+            .await
+            .expect("homeserver::start after restart");
+        self.base_url = format!("http://{}", server.client_addr);
+        self.server = Some(server);
     }
 
     /// Stops the server, then drops its PostgreSQL database (if any).
@@ -380,6 +398,21 @@ async fn send_request(
     path: &str,
     body: Body,
 ) -> Response {
+    try_send_request(http, base_url, token, method.clone(), path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: transport error: {e}"))
+}
+
+/// Like `send_request`, but a transport error (e.g. a reset connection) is
+/// returned rather than a panic.
+async fn try_send_request(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Body,
+) -> Result<Response, reqwest::Error> {
     let mut req = http.request(method.clone(), format!("{base_url}{path}"));
     if let Some(token) = token {
         req = req.bearer_auth(token);
@@ -389,23 +422,17 @@ async fn send_request(
         Body::Json(v) => req.json(&v),
         Body::Raw(bytes) => req.header("content-type", "application/json").body(bytes),
     };
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: transport error: {e}"));
+    let resp = req.send().await?;
     let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: reading body: {e}"));
+    let text = resp.text().await?;
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Response {
+    Ok(Response {
         status,
         body,
         text,
         method,
         path: path.to_owned(),
-    }
+    })
 }
 
 /// Percent-encodes a path segment (room ids, aliases, event ids, user ids).
@@ -448,12 +475,38 @@ impl std::fmt::Debug for Client {
 const V3: &str = "/_matrix/client/v3";
 
 impl Client {
+    /// The same session, talking to `server` (e.g. after a restart).
+    pub fn on(&self, server: &TestServer) -> Client {
+        Client {
+            base_url: server.base_url.clone(),
+            ..self.clone()
+        }
+    }
+
     pub fn localpart(&self) -> &str {
         self.user_id
             .trim_start_matches('@')
             .split(':')
             .next()
             .unwrap()
+    }
+
+    /// A request whose transport errors are returned, not panicked on.
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<Response, reqwest::Error> {
+        try_send_request(
+            &self.http,
+            &self.base_url,
+            Some(&self.access_token),
+            method,
+            path,
+            body,
+        )
+        .await
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Body) -> Response {

@@ -47,6 +47,10 @@ impl UiaSessions {
             .with_field("completed", json!(completed))
     }
 
+    pub fn exists(&self, session: &str) -> bool {
+        self.sessions.lock().contains_key(session)
+    }
+
     pub fn complete_stage(&self, session: &str, stage: &str) {
         let mut sessions = self.sessions.lock();
         let entry = sessions.entry(session.to_owned()).or_insert_with(|| Session { completed: Vec::new(), created: now_ms() });

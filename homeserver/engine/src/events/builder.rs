@@ -99,6 +99,11 @@ pub fn build(ctx: &BuildContext<'_>, sender: &UserId, draft: &EventDraft) -> Res
     else {
         return Err(Error::unknown("event did not serialise to an object"));
     };
+    // The spec caps a PDU at 65536 bytes of canonical JSON; refuse before signing
+    // (the signature and hashes add about 200 bytes).
+    if canonical_string(&object).len() > 65_536 - 256 {
+        return Err(Error::too_large("Event is larger than the 64 KiB PDU limit."));
+    }
     ruma::signatures::hash_and_sign_event(ctx.server_name, &ctx.key.pair, &mut object, &ctx.rules.redaction)
         .map_err(|e| Error::bad_json(format!("cannot sign event: {e}")))?;
     let hash = ruma::signatures::reference_hash(&object, ctx.rules).map_err(|e| Error::too_large(format!("event too large: {e}")))?;

@@ -11,16 +11,25 @@ use crate::{
         auth,
         builder::{self, BuildContext, Built, EventDraft},
     },
-    storage::PersistEvent,
+    storage::{PersistEvent, TxnRecord},
     sync::notifier::WakeTarget,
     util::now_ms,
 };
 
 /// The sending device and its transaction id, for idempotent client sends.
+/// Per the spec a txn id is scoped to the device and the endpoint's path, so
+/// `scope` names the path (e.g. `send/!room/m.room.message`).
 #[derive(Clone, Copy, Debug)]
 pub struct Txn<'a> {
     pub device_id: &'a str,
     pub txn_id: &'a str,
+    pub scope: &'a str,
+}
+
+impl Txn<'_> {
+    fn key(&self) -> String {
+        format!("{}|{}", self.scope, self.txn_id)
+    }
 }
 
 impl RoomService {
@@ -29,7 +38,7 @@ impl RoomService {
     pub async fn send(&self, room_id: &RoomId, sender: &UserId, draft: EventDraft, txn: Option<Txn<'_>>) -> Result<OwnedEventId> {
         let timeline = &self.core.storage.timeline;
         if let Some(t) = txn {
-            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, t.txn_id).await? {
+            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, &t.key()).await? {
                 return OwnedEventId::try_from(id).map_err(|e| Error::unknown(e.to_string()));
             }
         }
@@ -37,7 +46,7 @@ impl RoomService {
         let mut st = room.write().await;
         if let Some(t) = txn {
             // A concurrent retry may have won the race for the room lock.
-            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, t.txn_id).await? {
+            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, &t.key()).await? {
                 return OwnedEventId::try_from(id).map_err(|e| Error::unknown(e.to_string()));
             }
         }
@@ -127,7 +136,12 @@ impl RoomService {
             state_before: st.snapshot,
             state_after,
             forward_extremities: vec![pdu.event_id.to_string()],
-            txn: txn.map(|t| (sender.to_string(), t.device_id.to_owned(), t.txn_id.to_owned())),
+            txn: txn.map(|t| TxnRecord {
+                user_id: sender.to_string(),
+                device_id: t.device_id.to_owned(),
+                key: t.key(),
+                txn_id: t.txn_id.to_owned(),
+            }),
             membership: membership.clone(),
             redaction: redaction.clone(),
         };

@@ -97,12 +97,22 @@ pub struct PersistEvent {
     pub state_after: Option<(i64, i64)>,
     /// The room's new forward extremities (replacing the old set).
     pub forward_extremities: Vec<String>,
-    /// `(user_id, device_id, txn_id)` when sent by a local client with a txn id.
-    pub txn: Option<(String, String, String)>,
+    /// Set when sent by a local client with a transaction id.
+    pub txn: Option<TxnRecord>,
     /// For `m.room.member`: the target's new membership.
     pub membership: Option<String>,
     /// For `m.room.redaction`: the event to redact, and its redacted PDU JSON.
     pub redaction: Option<(String, String)>,
+}
+
+/// A client transaction: idempotency is keyed by device and `key` (the endpoint
+/// scope plus the client's txn id); `txn_id` is what the client sent.
+#[derive(Clone, Debug)]
+pub struct TxnRecord {
+    pub user_id: String,
+    pub device_id: String,
+    pub key: String,
+    pub txn_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,7 +219,7 @@ pub trait TimelineStore: Send + Sync {
     async fn room_events(&self, room_id: &str, from: StreamPos, to: StreamPos, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>>;
     async fn room_max_pos(&self, room_id: &str) -> Result<StreamPos>;
     async fn max_stream_pos(&self) -> Result<StreamPos>;
-    async fn find_txn(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+    async fn find_txn(&self, user_id: &str, device_id: &str, key: &str) -> Result<Option<String>>;
 }
 
 /// Global and per-room account data.

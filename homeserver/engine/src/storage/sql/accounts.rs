@@ -188,7 +188,10 @@ impl AccountStore for SqlStore {
         let Some(row) = row else { return Ok(None) };
         let user_id: String = row.try_get("user_id")?;
         let device_id: String = row.try_get("device_id")?;
-        sqlx::query("DELETE FROM access_tokens WHERE refresh_token = $1").bind(refresh_token).execute(&mut *tx).await?;
+        // Only the rotation whose DELETE removes the row wins: a concurrent one may have read it too.
+        if sqlx::query("DELETE FROM access_tokens WHERE refresh_token = $1").bind(refresh_token).execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
         sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, expires_ts, refresh_token) VALUES ($1, $2, $3, $4, $5)")
             .bind(new.access_token)
             .bind(&user_id)

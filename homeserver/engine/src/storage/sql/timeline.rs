@@ -30,7 +30,7 @@ impl TimelineStore for SqlStore {
     async fn persist_event(&self, ev: &PersistEvent) -> Result<()> {
         let mut tx = self.write.begin().await?;
         let (txn_device, txn_id) = match &ev.txn {
-            Some((_, device, txn)) => (Some(device.as_str()), Some(txn.as_str())),
+            Some(t) => (Some(t.device_id.as_str()), Some(t.txn_id.as_str())),
             None => (None, None),
         };
         sqlx::query(
@@ -53,11 +53,11 @@ impl TimelineStore for SqlStore {
         .execute(&mut *tx)
         .await?;
 
-        if let Some((user, device, txn)) = &ev.txn {
+        if let Some(t) = &ev.txn {
             sqlx::query("INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
-                .bind(user)
-                .bind(device)
-                .bind(txn)
+                .bind(&t.user_id)
+                .bind(&t.device_id)
+                .bind(&t.key)
                 .bind(&ev.event_id)
                 .execute(&mut *tx)
                 .await?;
@@ -191,11 +191,11 @@ impl TimelineStore for SqlStore {
         Ok(events.max(data))
     }
 
-    async fn find_txn(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+    async fn find_txn(&self, user_id: &str, device_id: &str, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
             .bind(user_id)
             .bind(device_id)
-            .bind(txn_id)
+            .bind(key)
             .fetch_optional(&self.read)
             .await?;
         Ok(row.map(|r| r.try_get("event_id")).transpose()?)
