@@ -1,8 +1,10 @@
 //! Room creation and membership: createRoom, join, invite, leave, forget, kick,
 //! ban, unban, and the listings (`joined_rooms`, `members`, `joined_members`).
 
+use std::collections::HashMap;
+
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State},
     routing::{get, post},
     Json, Router,
 };
@@ -170,9 +172,21 @@ async fn invite_route(
     Ok(Json(json!({})))
 }
 
-async fn members_route(State(state): State<AppState>, Auth(user): Auth, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn members_route(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path(room_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let chunk = state.timeline.state_events(user.user_id.as_str(), room_id, Some("m.room.member")).await?;
+    let mut chunk = state.timeline.state_events(user.user_id.as_str(), room_id, Some("m.room.member")).await?;
+    let membership = |e: &Value| e["content"]["membership"].as_str().unwrap_or_default().to_owned();
+    if let Some(only) = q.get("membership") {
+        chunk.retain(|e| &membership(e) == only);
+    }
+    if let Some(not) = q.get("not_membership") {
+        chunk.retain(|e| &membership(e) != not);
+    }
     Ok(Json(json!({"chunk": chunk})))
 }
 

@@ -1028,65 +1028,66 @@ async fn snapshot_chain_resolves_nearest_entry(s: &Storage) {
 async fn transaction_ids(s: &Storage) {
     let t = s.timeline.as_ref();
     create_room_with_alice(s, ROOM, 1, 1).await;
-    t.persist_event(
-        &Ev::message(ROOM, 3, "$msg3", ALICE, "hi")
-            .before(2)
-            .txn("PHONE", "txn1")
-            .build(),
-    )
-    .await
-    .unwrap();
-    t.persist_event(
-        &Ev::message(ROOM, 4, "$msg4", ALICE, "no txn")
-            .before(2)
-            .build(),
-    )
-    .await
-    .unwrap();
+    // Transactions are keyed by user, device and a key naming the endpoint and
+    // the client's txn id; the bare txn id is kept for `unsigned.transaction_id`.
+    let send_key = "send/!room:example.org/m.room.message|txn1";
+    let state_key = "state/!room:example.org/m.room.topic/|txn1";
+    let msg = Ev::message(ROOM, 3, "$msg3", ALICE, "hi").before(2);
+    t.persist_event(&msg.txn("PHONE", send_key, "txn1").build())
+        .await
+        .unwrap();
+    let plain = Ev::message(ROOM, 4, "$msg4", ALICE, "no txn").before(2);
+    t.persist_event(&plain.build()).await.unwrap();
 
+    let found = t.find_txn(ALICE, "PHONE", send_key).await.unwrap();
     assert_eq!(
-        t.find_txn(ALICE, "PHONE", "txn1").await.unwrap().as_deref(),
+        found.as_deref(),
         Some("$msg3"),
         "a retried send is recognised"
     );
-    assert!(
-        t.find_txn(ALICE, "LAPTOP", "txn1").await.unwrap().is_none(),
-        "txn ids are per device"
-    );
-    assert!(
-        t.find_txn(BOB, "PHONE", "txn1").await.unwrap().is_none(),
-        "txn ids are per user"
-    );
-    assert!(t.find_txn(ALICE, "PHONE", "txn2").await.unwrap().is_none());
+    let found = t.find_txn(ALICE, "LAPTOP", send_key).await.unwrap();
+    assert!(found.is_none(), "txn ids are per device");
+    let found = t.find_txn(BOB, "PHONE", send_key).await.unwrap();
+    assert!(found.is_none(), "txn ids are per user");
+    let found = t.find_txn(ALICE, "PHONE", state_key).await.unwrap();
+    assert!(found.is_none(), "txn ids are per endpoint");
 
     let stored = t.get_event("$msg3").await.unwrap().unwrap();
+    let expected = Some(("PHONE".to_owned(), "txn1".to_owned()));
     assert_eq!(
-        stored.txn,
-        Some(("PHONE".to_owned(), "txn1".to_owned())),
-        "for unsigned.transaction_id"
+        stored.txn, expected,
+        "the client's own txn id, for unsigned.transaction_id"
     );
     assert_eq!(t.get_event("$msg4").await.unwrap().unwrap().txn, None);
 
-    // The same txn id from another device is a different request.
-    t.persist_event(
-        &Ev::message(ROOM, 5, "$msg5", ALICE, "hi")
-            .before(2)
-            .txn("LAPTOP", "txn1")
-            .build(),
+    // The same txn id on another endpoint, or from another device, is another request.
+    let topic = Ev::new(
+        ROOM,
+        5,
+        "$topic5",
+        ALICE,
+        "m.room.topic",
+        json!({ "topic": "t" }),
     )
-    .await
-    .unwrap();
+    .state("", (3, 2))
+    .txn("PHONE", state_key, "txn1");
+    t.persist_event(&topic.build()).await.unwrap();
+    let laptop = Ev::message(ROOM, 6, "$msg6", ALICE, "hi").before(3);
+    t.persist_event(&laptop.txn("LAPTOP", send_key, "txn1").build())
+        .await
+        .unwrap();
+    let found = t.find_txn(ALICE, "PHONE", state_key).await.unwrap();
+    assert_eq!(found.as_deref(), Some("$topic5"));
+    let found = t.find_txn(ALICE, "LAPTOP", send_key).await.unwrap();
+    assert_eq!(found.as_deref(), Some("$msg6"));
+    let found = t.find_txn(ALICE, "PHONE", send_key).await.unwrap();
     assert_eq!(
-        t.find_txn(ALICE, "LAPTOP", "txn1")
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("$msg5")
+        found.as_deref(),
+        Some("$msg3"),
+        "the first transaction is unchanged"
     );
-    assert_eq!(
-        t.find_txn(ALICE, "PHONE", "txn1").await.unwrap().as_deref(),
-        Some("$msg3")
-    );
+    let topic = t.get_event("$topic5").await.unwrap().unwrap();
+    assert_eq!(topic.txn, expected);
 }
 
 async fn redaction_rewrites_target(s: &Storage) {
@@ -1680,14 +1681,14 @@ async fn failed_persist_writes_nothing(s: &Storage) {
 
     // 1. A duplicate event id, carrying a txn id, a membership and a redaction.
     let duplicate = Ev::member(ROOM, 4, "$join2", BOB, "join", (3, 2))
-        .txn("PHONE", "txn-dup")
+        .txn("PHONE", "key-dup", "txn-dup")
         .redacts("$secret", "{}");
     assert!(
         t.persist_event(&duplicate.build()).await.is_err(),
         "a duplicate event id is refused"
     );
     assert!(
-        t.find_txn(BOB, "PHONE", "txn-dup").await.unwrap().is_none(),
+        t.find_txn(BOB, "PHONE", "key-dup").await.unwrap().is_none(),
         "no txn id row is left behind"
     );
     assert!(
@@ -1708,14 +1709,14 @@ async fn failed_persist_writes_nothing(s: &Storage) {
     // 2. A duplicate stream position.
     let same_pos = Ev::message(ROOM, 3, "$other3", ALICE, "x")
         .before(2)
-        .txn("PHONE", "txn-pos");
+        .txn("PHONE", "key-pos", "txn-pos");
     assert!(
         t.persist_event(&same_pos.build()).await.is_err(),
         "a duplicate stream position is refused"
     );
     assert!(t.get_event("$other3").await.unwrap().is_none());
     assert!(t
-        .find_txn(ALICE, "PHONE", "txn-pos")
+        .find_txn(ALICE, "PHONE", "key-pos")
         .await
         .unwrap()
         .is_none());
@@ -1723,7 +1724,7 @@ async fn failed_persist_writes_nothing(s: &Storage) {
 
     // 3. A snapshot id that already exists: fails after the event and txn rows were written.
     let reused_snapshot =
-        Ev::member(ROOM, 4, "$bob4", BOB, "join", (2, 2)).txn("PHONE", "txn-snap");
+        Ev::member(ROOM, 4, "$bob4", BOB, "join", (2, 2)).txn("PHONE", "key-snap", "txn-snap");
     assert!(
         t.persist_event(&reused_snapshot.build()).await.is_err(),
         "a duplicate snapshot id is refused"
@@ -1733,7 +1734,7 @@ async fn failed_persist_writes_nothing(s: &Storage) {
         "the event is rolled back"
     );
     assert!(
-        t.find_txn(BOB, "PHONE", "txn-snap")
+        t.find_txn(BOB, "PHONE", "key-snap")
             .await
             .unwrap()
             .is_none(),
@@ -1745,7 +1746,7 @@ async fn failed_persist_writes_nothing(s: &Storage) {
     // the event, txn id, snapshot, current state, membership and redaction
     // written before it must all be rolled back.
     let late = Ev::member(ROOM, 4, "$bob4", BOB, "join", (3, 2))
-        .txn("PHONE", "txn-late")
+        .txn("PHONE", "key-late", "txn-late")
         .redacts("$secret", r#"{"redacted":true}"#)
         .extremities(&["$bob4", "$bob4"]);
     assert!(
@@ -1757,7 +1758,7 @@ async fn failed_persist_writes_nothing(s: &Storage) {
         "the event is rolled back"
     );
     assert!(
-        t.find_txn(BOB, "PHONE", "txn-late")
+        t.find_txn(BOB, "PHONE", "key-late")
             .await
             .unwrap()
             .is_none(),
@@ -1780,12 +1781,13 @@ async fn failed_persist_writes_nothing(s: &Storage) {
     assert_eq!(room_view(s, ROOM).await, before, "the room is unchanged");
 
     // The store is still usable, and the same request can now succeed.
-    let retry = Ev::member(ROOM, 4, "$bob4", BOB, "join", (3, 2)).txn("PHONE", "txn-late");
+    let retry =
+        Ev::member(ROOM, 4, "$bob4", BOB, "join", (3, 2)).txn("PHONE", "key-late", "txn-late");
     t.persist_event(&retry.build())
         .await
         .expect("a clean retry succeeds");
     assert_eq!(
-        t.find_txn(BOB, "PHONE", "txn-late")
+        t.find_txn(BOB, "PHONE", "key-late")
             .await
             .unwrap()
             .as_deref(),
@@ -1794,4 +1796,25 @@ async fn failed_persist_writes_nothing(s: &Storage) {
     assert_eq!(rooms_of(s, BOB).await, pairs(&[(ROOM, "join")]));
     assert_eq!(s.rooms.current_snapshot(ROOM).await.unwrap(), 3);
     assert_eq!(s.rooms.forward_extremities(ROOM).await.unwrap(), ["$bob4"]);
+
+    // 5. The same transaction persisted twice (a retry racing the first send):
+    // the second copy is refused and leaves no event behind.
+    let after = room_view(s, ROOM).await;
+    let twin = Ev::message(ROOM, 5, "$twin5", BOB, "hi").before(3);
+    let twin = twin.txn("PHONE", "key-late", "txn-late");
+    assert!(
+        t.persist_event(&twin.build()).await.is_err(),
+        "a transaction is stored once"
+    );
+    assert!(
+        t.get_event("$twin5").await.unwrap().is_none(),
+        "the duplicate event is rolled back"
+    );
+    let found = t.find_txn(BOB, "PHONE", "key-late").await.unwrap();
+    assert_eq!(
+        found.as_deref(),
+        Some("$bob4"),
+        "the retry still finds the first event"
+    );
+    assert_eq!(room_view(s, ROOM).await, after);
 }

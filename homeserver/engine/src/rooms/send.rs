@@ -113,7 +113,8 @@ impl RoomService {
         let redaction = match (&pdu.redacts, pdu.kind.to_string() == "m.room.redaction") {
             (Some(target), true) => match core.storage.timeline.get_event(target.as_str()).await {
                 Ok(Some(ev)) if ev.room_id == st.room_id.as_str() => {
-                    Some((ev.event_id.clone(), builder::redact_json(&ev.pdu_json, &st.rules)?))
+                    let redacted = builder::redact_json(&ev.pdu_json, &st.rules)?;
+                    Some((ev.event_id.clone(), with_redacted_because(&redacted, &pdu.event_id, &json, &st.room_id)))
                 }
                 Ok(_) => None,
                 Err(e) => {
@@ -172,6 +173,34 @@ impl RoomService {
         core.complete(pos, wake);
         Ok(event_id)
     }
+}
+
+/// Records the redaction in the redacted event's `unsigned.redacted_because`,
+/// which clients read to show "message deleted".
+fn with_redacted_because(redacted: &str, redaction_id: &ruma::EventId, redaction_json: &str, room_id: &ruma::RoomId) -> String {
+    let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_str::<serde_json::Value>(redacted) else {
+        return redacted.to_owned();
+    };
+    let because = crate::events::client_format::to_client(
+        &crate::storage::StoredEvent {
+            stream_pos: 0,
+            event_id: redaction_id.to_string(),
+            room_id: room_id.to_string(),
+            pdu_json: redaction_json.to_owned(),
+            state_before: 0,
+            rejected: false,
+            txn: None,
+        },
+        None,
+        0,
+        true,
+    );
+    let mut because = because;
+    if let Some(u) = because.get_mut("unsigned").and_then(|u| u.as_object_mut()) {
+        u.remove("age");
+    }
+    obj.insert("unsigned".into(), serde_json::json!({"redacted_because": because}));
+    serde_json::Value::Object(obj).to_string()
 }
 
 /// A user's power level from `m.room.power_levels` content. Room creators in v12

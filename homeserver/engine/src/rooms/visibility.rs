@@ -35,6 +35,10 @@ impl VisibilityView {
     }
 
     pub fn can_see(&self, pos: StreamPos) -> bool {
+        // Users always see their own membership changes (their leave, kick or ban).
+        if self.memberships.iter().any(|(p, _)| *p == pos) {
+            return true;
+        }
         let membership = self.membership_at(pos);
         match self.visibility_at(pos) {
             "world_readable" => true,

@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use hs_engine::storage::{PersistEvent, Storage};
+use hs_engine::storage::{PersistEvent, Storage, TxnRecord};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -66,13 +66,10 @@ impl TestStore {
         let admin_url = std::env::var("HS_TEST_POSTGRES_URL")
             .ok()
             .filter(|u| !u.is_empty())?;
-        let t0 = std::time::Instant::now();
         let db = PgDatabase::create(&admin_url).await;
-        eprintln!("create {:?}", t0.elapsed());
         let storage = Storage::connect(&db.url, 4)
             .await
             .expect("connect to PostgreSQL");
-        eprintln!("connect {:?}", t0.elapsed());
         Some(TestStore {
             storage,
             _dir: None,
@@ -89,9 +86,7 @@ impl TestStore {
         } = self;
         drop(storage);
         if let Some(db) = postgres {
-            let t0 = std::time::Instant::now();
             db.drop_database().await;
-            eprintln!("drop {:?}", t0.elapsed());
         }
     }
 }
@@ -268,9 +263,15 @@ impl Ev {
         self
     }
 
-    /// Sent by a local client's `device` with transaction id `txn_id`.
-    pub fn txn(mut self, device: &str, txn_id: &str) -> Self {
-        self.ev.txn = Some((self.ev.sender.clone(), device.to_owned(), txn_id.to_owned()));
+    /// Sent by a local client's `device` in the transaction `key` (endpoint
+    /// scope and txn id), with the client's own `txn_id`.
+    pub fn txn(mut self, device: &str, key: &str, txn_id: &str) -> Self {
+        self.ev.txn = Some(TxnRecord {
+            user_id: self.ev.sender.clone(),
+            device_id: device.to_owned(),
+            key: key.to_owned(),
+            txn_id: txn_id.to_owned(),
+        });
         self
     }
 
