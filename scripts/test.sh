@@ -172,6 +172,22 @@ as_pg() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Clusters left behind by runs that were killed outright (no trap ran): each
+# cluster dir records the pid of the test.sh that owns it.
+reap_stale_clusters() {
+    local dir owner
+    for dir in /tmp/hs-pg.*; do
+        [ -f "$dir/owner.pid" ] || continue
+        owner="$(cat "$dir/owner.pid" 2>/dev/null || true)"
+        if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then continue; fi
+        echo "removing stale test cluster $dir" >&2
+        if [ -f "$dir/data/postmaster.pid" ]; then
+            as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+        fi
+        rm -rf "$dir"
+    done
+}
+
 start_postgres() {
     PG_BIN="$(pg_bindir)"
     if [ "$(id -u)" -eq 0 ]; then
@@ -184,6 +200,8 @@ start_postgres() {
     PG_DIR="$(mktemp -d /tmp/hs-pg.XXXXXX)" || return 1
     chmod 755 "$PG_DIR" || return 1
     if [ -n "$PG_USER" ]; then chown "$PG_USER" "$PG_DIR" || return 1; fi
+    echo "$$" >"$PG_DIR/owner.pid" || return 1
+    reap_stale_clusters
 
     log "initdb ($PG_BIN) in $PG_DIR"
     as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --no-locale --no-sync >"$PG_DIR/initdb.log" 2>&1 ||

@@ -43,9 +43,17 @@ fn check_settable(event_type: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn get_global(State(state): State<AppState>, Auth(user): Auth, Path((user_id, event_type)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_global(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path((user_id, event_type)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     own(&user_id, user.user_id.as_str())?;
-    let v = state.account_data.get(&user_id, None, &event_type).await?.ok_or_else(|| Error::not_found("Account data not found."))?;
+    let v = state
+        .account_data
+        .get(&user_id, None, &event_type)
+        .await?
+        .ok_or_else(|| Error::not_found("Account data not found."))?;
     Ok(Json(v))
 }
 
@@ -60,7 +68,10 @@ async fn put_global(
     if !body.is_object() {
         return Err(Error::bad_json("Content must be an object.").into());
     }
-    state.account_data.put(&user_id, None, &event_type, &body).await?;
+    state
+        .account_data
+        .put(&user_id, None, &event_type, &body)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -91,19 +102,40 @@ async fn put_room(
     if !body.is_object() {
         return Err(Error::bad_json("Content must be an object.").into());
     }
-    state.account_data.put(&user_id, Some(room_id.as_str()), &event_type, &body).await?;
+    state
+        .account_data
+        .put(&user_id, Some(room_id.as_str()), &event_type, &body)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// `m.fully_read` is stored as room account data; `m.read` and `m.read.private`
 /// receipts are accepted and validated (receipt delivery lands with the
 /// real-time issue).
-async fn read_markers(State(state): State<AppState>, Auth(user): Auth, Path(room_id): Path<String>, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+async fn read_markers(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path(room_id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    state.rooms.require_joined(room_id, user.user_id.as_str()).await?;
+    state
+        .rooms
+        .require_joined(room_id, user.user_id.as_str())
+        .await?;
     if let Some(event_id) = body.get("m.fully_read") {
-        let event_id = event_id.as_str().ok_or_else(|| Error::bad_json("m.fully_read must be an event id"))?;
-        state.account_data.put(user.user_id.as_str(), Some(room_id.as_str()), "m.fully_read", &json!({"event_id": event_id})).await?;
+        let event_id = event_id
+            .as_str()
+            .ok_or_else(|| Error::bad_json("m.fully_read must be an event id"))?;
+        state
+            .account_data
+            .put(
+                user.user_id.as_str(),
+                Some(room_id.as_str()),
+                "m.fully_read",
+                &json!({"event_id": event_id}),
+            )
+            .await?;
     }
     Ok(Json(json!({})))
 }

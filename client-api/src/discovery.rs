@@ -21,7 +21,10 @@ async fn versions() -> Json<Value> {
 }
 
 async fn capabilities(State(_state): State<AppState>, Auth(_): Auth) -> Json<Value> {
-    let available: serde_json::Map<String, Value> = engine::rooms::SUPPORTED_ROOM_VERSIONS.iter().map(|v| ((*v).to_owned(), json!("stable"))).collect();
+    let available: serde_json::Map<String, Value> = engine::rooms::SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|v| ((*v).to_owned(), json!("stable")))
+        .collect();
     Json(json!({
         "capabilities": {
             "m.room_versions": {"default": engine::rooms::DEFAULT_ROOM_VERSION, "available": available},

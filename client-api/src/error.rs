@@ -19,7 +19,8 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self.0.to_json())).into_response();
         if let Some(ms) = self.0.retry_after_ms {
             if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).to_string()) {

@@ -31,9 +31,18 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         let base = format!("/_matrix/client/{v}/rooms/{{room_id}}");
         r = r
             .route(&format!("{base}/state"), get(all_state))
-            .route(&format!("{base}/state/{{event_type}}"), get(get_state_empty_key).put(put_state_empty_key))
-            .route(&format!("{base}/state/{{event_type}}/"), get(get_state_empty_key).put(put_state_empty_key))
-            .route(&format!("{base}/state/{{event_type}}/{{state_key}}"), get(get_state).put(put_state))
+            .route(
+                &format!("{base}/state/{{event_type}}"),
+                get(get_state_empty_key).put(put_state_empty_key),
+            )
+            .route(
+                &format!("{base}/state/{{event_type}}/"),
+                get(get_state_empty_key).put(put_state_empty_key),
+            )
+            .route(
+                &format!("{base}/state/{{event_type}}/{{state_key}}"),
+                get(get_state).put(put_state),
+            )
             .route(&format!("{base}/event/{{event_id}}"), get(get_event))
             .route(&format!("{base}/messages"), get(messages))
             .route(&format!("{base}/context/{{event_id}}"), get(context));
@@ -41,19 +50,34 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r
 }
 
-async fn send_route(State(state): State<AppState>, req: Ruma<send_message_event::v3::Request>) -> ApiResult<RumaResponse<send_message_event::v3::Response>> {
+async fn send_route(
+    State(state): State<AppState>,
+    req: Ruma<send_message_event::v3::Request>,
+) -> ApiResult<RumaResponse<send_message_event::v3::Response>> {
     let user = req.user()?.clone();
     let b = req.body;
     state.ratelimit.check(Action::Send, user.user_id.as_str())?;
     let content: Value = serde_json::from_str(b.body.json().get())?;
     let draft = EventDraft::message(&b.event_type.to_string(), content);
     let scope = format!("send/{}/{}", b.room_id, b.event_type);
-    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str(), scope: &scope };
-    let event_id = state.rooms.send(&b.room_id, &user.user_id, draft, Some(txn)).await?;
-    Ok(RumaResponse(send_message_event::v3::Response::new(event_id)))
+    let txn = Txn {
+        device_id: &user.device_id,
+        txn_id: b.txn_id.as_str(),
+        scope: &scope,
+    };
+    let event_id = state
+        .rooms
+        .send(&b.room_id, &user.user_id, draft, Some(txn))
+        .await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(
+        event_id,
+    )))
 }
 
-async fn redact_route(State(state): State<AppState>, req: Ruma<redact_event::v3::Request>) -> ApiResult<RumaResponse<redact_event::v3::Response>> {
+async fn redact_route(
+    State(state): State<AppState>,
+    req: Ruma<redact_event::v3::Request>,
+) -> ApiResult<RumaResponse<redact_event::v3::Response>> {
     let user = req.user()?.clone();
     let b = req.body;
     state.ratelimit.check(Action::Send, user.user_id.as_str())?;
@@ -61,19 +85,45 @@ async fn redact_route(State(state): State<AppState>, req: Ruma<redact_event::v3:
     if let Some(reason) = &b.reason {
         content["reason"] = json!(reason);
     }
-    let draft = EventDraft { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(b.event_id.clone()) };
+    let draft = EventDraft {
+        kind: "m.room.redaction".into(),
+        state_key: None,
+        content,
+        redacts: Some(b.event_id.clone()),
+    };
     let scope = format!("redact/{}/{}", b.room_id, b.event_id);
-    let txn = Txn { device_id: &user.device_id, txn_id: b.txn_id.as_str(), scope: &scope };
-    let event_id = state.rooms.send(&b.room_id, &user.user_id, draft, Some(txn)).await?;
+    let txn = Txn {
+        device_id: &user.device_id,
+        txn_id: b.txn_id.as_str(),
+        scope: &scope,
+    };
+    let event_id = state
+        .rooms
+        .send(&b.room_id, &user.user_id, draft, Some(txn))
+        .await?;
     Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
 }
 
-async fn all_state(State(state): State<AppState>, Auth(user): Auth, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn all_state(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    Ok(Json(Value::Array(state.timeline.state_events(user.user_id.as_str(), room_id, None).await?)))
+    Ok(Json(Value::Array(
+        state
+            .timeline
+            .state_events(user.user_id.as_str(), room_id, None)
+            .await?,
+    )))
 }
 
-async fn get_state_empty_key(state: State<AppState>, auth: Auth, Path((room_id, event_type)): Path<(String, String)>, q: Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn get_state_empty_key(
+    state: State<AppState>,
+    auth: Auth,
+    Path((room_id, event_type)): Path<(String, String)>,
+    q: Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     get_state(state, auth, Path((room_id, event_type, String::new())), q).await
 }
 
@@ -84,15 +134,29 @@ async fn get_state(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let event = state.timeline.state_event(user.user_id.as_str(), room_id, &event_type, &state_key).await?;
+    let event = state
+        .timeline
+        .state_event(user.user_id.as_str(), room_id, &event_type, &state_key)
+        .await?;
     if q.get("format").map(String::as_str) == Some("event") {
         return Ok(Json(event));
     }
     Ok(Json(event["content"].clone()))
 }
 
-async fn put_state_empty_key(state: State<AppState>, auth: Auth, Path((room_id, event_type)): Path<(String, String)>, body: JsonBody<Value>) -> ApiResult<Json<Value>> {
-    put_state(state, auth, Path((room_id, event_type, String::new())), body).await
+async fn put_state_empty_key(
+    state: State<AppState>,
+    auth: Auth,
+    Path((room_id, event_type)): Path<(String, String)>,
+    body: JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    put_state(
+        state,
+        auth,
+        Path((room_id, event_type, String::new())),
+        body,
+    )
+    .await
 }
 
 async fn put_state(
@@ -110,27 +174,53 @@ async fn put_state(
         return Err(Error::forbidden("Use the membership endpoints to change membership.").into());
     }
     if event_type == "m.room.canonical_alias" {
-        for alias in content["alias"].as_str().into_iter().chain(content["alt_aliases"].as_array().into_iter().flatten().filter_map(Value::as_str)) {
+        for alias in content["alias"].as_str().into_iter().chain(
+            content["alt_aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str),
+        ) {
             match state.core.storage.rooms.get_alias(alias).await? {
                 Some((r, _)) if r == room_id.as_str() => {}
-                _ => return Err(Error::new(400, "M_BAD_ALIAS", "Alias does not point to this room.").into()),
+                _ => {
+                    return Err(Error::new(
+                        400,
+                        "M_BAD_ALIAS",
+                        "Alias does not point to this room.",
+                    )
+                    .into())
+                }
             }
         }
     }
     let draft = EventDraft::state(&event_type, &state_key, content);
-    let event_id = state.rooms.send(room_id, &user.user_id, draft, None).await?;
+    let event_id = state
+        .rooms
+        .send(room_id, &user.user_id, draft, None)
+        .await?;
     Ok(Json(json!({"event_id": event_id})))
 }
 
-async fn get_event(State(state): State<AppState>, Auth(user): Auth, Path((room_id, event_id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_event(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path((room_id, event_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    Ok(Json(state.timeline.event(user.user_id.as_str(), &user.device_id, room_id, &event_id).await?))
+    Ok(Json(
+        state
+            .timeline
+            .event(user.user_id.as_str(), &user.device_id, room_id, &event_id)
+            .await?,
+    ))
 }
 
 fn parse_filter(q: &HashMap<String, String>) -> ApiResult<Filter> {
     match q.get("filter") {
         Some(f) => {
-            let v: Value = serde_json::from_str(f).map_err(|_| Error::bad_json("filter is not valid JSON"))?;
+            let v: Value =
+                serde_json::from_str(f).map_err(|_| Error::bad_json("filter is not valid JSON"))?;
             Ok(Filter::from_room_event_filter(&v))
         }
         None => Ok(Filter::default()),
@@ -139,7 +229,9 @@ fn parse_filter(q: &HashMap<String, String>) -> ApiResult<Filter> {
 
 fn parse_limit(q: &HashMap<String, String>, default: usize) -> ApiResult<usize> {
     match q.get("limit") {
-        Some(l) => l.parse::<usize>().map_err(|_| Error::invalid_param("limit must be an integer").into()),
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| Error::invalid_param("limit must be an integer").into()),
         None => Ok(default),
     }
 }
@@ -183,5 +275,17 @@ async fn context(
     let room_id = parse_room_id(&room_id)?;
     let filter = parse_filter(&q)?;
     let limit = parse_limit(&q, 10)?.min(100);
-    Ok(Json(state.timeline.context(user.user_id.as_str(), &user.device_id, room_id, &event_id, limit, filter).await?))
+    Ok(Json(
+        state
+            .timeline
+            .context(
+                user.user_id.as_str(),
+                &user.device_id,
+                room_id,
+                &event_id,
+                limit,
+                filter,
+            )
+            .await?,
+    ))
 }

@@ -11,7 +11,10 @@ use axum::{
 };
 use engine::{accounts::Requester, services::Services, Error};
 use ruma::api::{
-    auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication},
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+        NoAuthentication,
+    },
     IncomingRequest, IncomingRequestExt,
 };
 use serde::de::DeserializeOwned;
@@ -49,19 +52,25 @@ pub struct Ruma<T> {
 impl<T> Ruma<T> {
     /// The requester of an endpoint whose scheme requires a token.
     pub fn user(&self) -> Result<&Requester, ApiError> {
-        self.requester.as_ref().ok_or_else(|| ApiError(Error::missing_token()))
+        self.requester
+            .as_ref()
+            .ok_or_else(|| ApiError(Error::missing_token()))
     }
 }
 
 /// The access token from `Authorization: Bearer` or the `access_token` query.
 pub fn access_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Some(token) = value.strip_prefix("Bearer ") {
             return Some(token.trim().to_owned());
         }
     }
     query.and_then(|q| {
-        q.split('&').find_map(|pair| pair.strip_prefix("access_token=").map(|t| percent_decode(t)))
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("access_token=").map(percent_decode))
     })
 }
 
@@ -72,7 +81,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 3;
@@ -96,7 +108,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn authenticate(state: &AppState, parts: &Parts, required: bool) -> Result<Option<Requester>, ApiError> {
+async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    required: bool,
+) -> Result<Option<Requester>, ApiError> {
     match access_token(&parts.headers, parts.uri.query()) {
         Some(token) => Ok(Some(state.accounts.authenticate(&token).await?)),
         None if required => Err(ApiError(Error::missing_token())),
@@ -107,9 +123,11 @@ async fn authenticate(state: &AppState, parts: &Parts, required: bool) -> Result
 /// Reads the body under the configured limit, answering `M_TOO_LARGE` beyond it.
 async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
     let limit = state.core.config.limits.max_body_bytes;
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError(Error::too_large(format!("Request body exceeds {limit} bytes."))))
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(Error::too_large(format!(
+            "Request body exceeds {limit} bytes."
+        )))
+    })
 }
 
 /// Classifies a body that failed to parse: not JSON at all, or JSON of the wrong shape.
@@ -119,7 +137,17 @@ fn json_error(body: &[u8], err: impl std::fmt::Display) -> Error {
     }
     let msg = err.to_string();
     // Identifier parse errors (a malformed user or room id) are invalid parameters.
-    if ["sigil", "server name", "localpart", "missing colon", "invalid ID", "delimiter"].iter().any(|m| msg.contains(m)) {
+    if [
+        "sigil",
+        "server name",
+        "localpart",
+        "missing colon",
+        "invalid ID",
+        "delimiter",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
+    {
         return Error::invalid_param(msg);
     }
     Error::bad_json(msg)
@@ -134,10 +162,11 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, state).await {
-            Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
-            Err(_) => Vec::new(),
-        };
+        let path_args: Vec<String> =
+            match RawPathParams::from_request_parts(&mut parts, state).await {
+                Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
+                Err(_) => Vec::new(),
+            };
         let requester = if <T::Authentication as TokenPolicy>::CHECKED {
             authenticate(state, &parts, <T::Authentication as TokenPolicy>::REQUIRED).await?
         } else {
@@ -146,7 +175,8 @@ where
         let bytes = read_body(state, body).await?;
         // Every PUT carries content; a POST may omit a body whose fields are all
         // optional (ruma reads an empty body as `{}`).
-        let needs_json = parts.method == Method::PUT || (parts.method == Method::POST && !bytes.is_empty());
+        let needs_json =
+            parts.method == Method::PUT || (parts.method == Method::POST && !bytes.is_empty());
         if needs_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError(Error::not_json("Content not JSON.")));
         }
@@ -172,7 +202,10 @@ pub struct Auth(pub Requester);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match authenticate(state, parts, true).await? {
             Some(r) => Ok(Auth(r)),
             None => Err(ApiError(Error::missing_token())),
@@ -192,6 +225,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if bytes.is_empty() && is_post {
             bytes = Bytes::from_static(b"{}");
         }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError(json_error(&bytes, e)))
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError(json_error(&bytes, e)))
     }
 }

@@ -40,7 +40,10 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
     fn into_response(self) -> Response {
         match self.0.try_into_http_response::<BytesMut>() {
             Ok(r) => r.map(|b| Body::from(b.freeze())).into_response(),
-            Err(e) => ApiError(Error::unknown(format!("response serialisation failed: {e}"))).into_response(),
+            Err(e) => ApiError(Error::unknown(format!(
+                "response serialisation failed: {e}"
+            )))
+            .into_response(),
         }
     }
 }

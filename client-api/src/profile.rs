@@ -18,8 +18,14 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let mut r = r;
     for v in ["v3", "r0"] {
         r = r
-            .route(&format!("/_matrix/client/{v}/profile/{{user_id}}"), get(get_profile))
-            .route(&format!("/_matrix/client/{v}/profile/{{user_id}}/{{field}}"), get(get_field).put(set_field));
+            .route(
+                &format!("/_matrix/client/{v}/profile/{{user_id}}"),
+                get(get_profile),
+            )
+            .route(
+                &format!("/_matrix/client/{v}/profile/{{user_id}}/{{field}}"),
+                get(get_field).put(set_field),
+            );
     }
     r
 }
@@ -28,11 +34,17 @@ fn parse_user(user_id: &str) -> ApiResult<&UserId> {
     <&UserId>::try_from(user_id).map_err(|_| Error::invalid_param("Invalid user id.").into())
 }
 
-async fn get_profile(State(state): State<AppState>, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_profile(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(state.accounts.profile(parse_user(&user_id)?).await?))
 }
 
-async fn get_field(State(state): State<AppState>, Path((user_id, field)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_field(
+    State(state): State<AppState>,
+    Path((user_id, field)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let profile = state.accounts.profile(parse_user(&user_id)?).await?;
     match profile.get(&field) {
         Some(v) => Ok(Json(json!({ field: v }))),

@@ -17,7 +17,9 @@ use engine::{
     Error,
 };
 use ruma::{
-    api::client::account::{check_registration_token_validity, get_username_availability, register},
+    api::client::account::{
+        check_registration_token_validity, get_username_availability, register,
+    },
     OwnedDeviceId, OwnedUserId,
 };
 use serde::Deserialize;
@@ -32,8 +34,12 @@ use crate::{
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<register::v3::Request, _, _>(r, register_route);
     let r = ruma_route::<get_username_availability::v3::Request, _, _>(r, available_route);
-    let r = ruma_route::<check_registration_token_validity::v1::Request, _, _>(r, token_validity_route);
-    r.route("/_synapse/admin/v1/register", get(shared_secret_nonce).post(shared_secret_register))
+    let r =
+        ruma_route::<check_registration_token_validity::v1::Request, _, _>(r, token_validity_route);
+    r.route(
+        "/_synapse/admin/v1/register",
+        get(shared_secret_nonce).post(shared_secret_register),
+    )
 }
 
 /// The UIA flows registration offers under the current policy.
@@ -66,13 +72,41 @@ async fn register_route(
         }
     }
     let flows = flows(&state);
-    let auth = body.auth.as_ref().map(serde_json::to_value).transpose().map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
+    let auth = body
+        .auth
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
     let session = complete_uia(&state, &flows, auth.as_ref()).await?;
-    state.ratelimit.check(Action::Register, &peer.ip().to_string())?;
+    state
+        .ratelimit
+        .check(Action::Register, &peer.ip().to_string())?;
     if state.core.config.registration.require_token {
-        let token = auth.as_ref().and_then(|a| a["token"].as_str()).unwrap_or_default();
-        if !state.core.storage.accounts.use_registration_token(token, now_ms()).await? {
-            return Err(state.accounts.uia.challenge(&flows, Some(&session), Some(Error::new(401, "M_UNAUTHORIZED", "Invalid registration token."))).into());
+        let token = auth
+            .as_ref()
+            .and_then(|a| a["token"].as_str())
+            .unwrap_or_default();
+        if !state
+            .core
+            .storage
+            .accounts
+            .use_registration_token(token, now_ms())
+            .await?
+        {
+            return Err(state
+                .accounts
+                .uia
+                .challenge(
+                    &flows,
+                    Some(&session),
+                    Some(Error::new(
+                        401,
+                        "M_UNAUTHORIZED",
+                        "Invalid registration token.",
+                    )),
+                )
+                .into());
         }
     }
     state.accounts.uia.finish(&session);
@@ -100,35 +134,91 @@ async fn register_route(
 }
 
 /// Runs one UIA round for registration; returns the session once a flow is done.
-async fn complete_uia(state: &AppState, flows: &[Vec<&str>], auth: Option<&Value>) -> ApiResult<String> {
-    let Some(auth) = auth else { return Err(state.accounts.uia.challenge(flows, None, None).into()) };
+async fn complete_uia(
+    state: &AppState,
+    flows: &[Vec<&str>],
+    auth: Option<&Value>,
+) -> ApiResult<String> {
+    let Some(auth) = auth else {
+        return Err(state.accounts.uia.challenge(flows, None, None).into());
+    };
     let session = auth["session"].as_str().map(str::to_owned);
     let Some(session_id) = session.clone() else {
         // A stage without a session starts one (allowed for a single-stage flow).
         let challenge = state.accounts.uia.challenge(flows, None, None);
-        let id = challenge.extra.as_ref().and_then(|e| e["session"].as_str()).unwrap_or_default().to_owned();
+        let id = challenge
+            .extra
+            .as_ref()
+            .and_then(|e| e["session"].as_str())
+            .unwrap_or_default()
+            .to_owned();
         return finish_stage(state, flows, auth, id).await;
     };
     if !state.accounts.uia.exists(&session_id) {
-        return Err(state.accounts.uia.challenge(flows, None, Some(Error::new(401, "M_UNKNOWN", "Unknown UIA session."))).into());
+        return Err(state
+            .accounts
+            .uia
+            .challenge(
+                flows,
+                None,
+                Some(Error::new(401, "M_UNKNOWN", "Unknown UIA session.")),
+            )
+            .into());
     }
     finish_stage(state, flows, auth, session_id).await
 }
 
-async fn finish_stage(state: &AppState, flows: &[Vec<&str>], auth: &Value, session: String) -> ApiResult<String> {
+async fn finish_stage(
+    state: &AppState,
+    flows: &[Vec<&str>],
+    auth: &Value,
+    session: String,
+) -> ApiResult<String> {
     let uia = &state.accounts.uia;
     match auth["type"].as_str() {
-        Some("m.login.dummy") if flows.iter().any(|f| f.contains(&"m.login.dummy")) => uia.complete_stage(&session, "m.login.dummy"),
-        Some("m.login.registration_token") if flows.iter().any(|f| f.contains(&"m.login.registration_token")) => {
+        Some("m.login.dummy") if flows.iter().any(|f| f.contains(&"m.login.dummy")) => {
+            uia.complete_stage(&session, "m.login.dummy")
+        }
+        Some("m.login.registration_token")
+            if flows
+                .iter()
+                .any(|f| f.contains(&"m.login.registration_token")) =>
+        {
             let token = auth["token"].as_str().unwrap_or_default();
-            if !state.core.storage.accounts.registration_token_valid(token, now_ms()).await? {
-                return Err(uia.challenge(flows, Some(&session), Some(Error::new(401, "M_UNAUTHORIZED", "Invalid registration token."))).into());
+            if !state
+                .core
+                .storage
+                .accounts
+                .registration_token_valid(token, now_ms())
+                .await?
+            {
+                return Err(uia
+                    .challenge(
+                        flows,
+                        Some(&session),
+                        Some(Error::new(
+                            401,
+                            "M_UNAUTHORIZED",
+                            "Invalid registration token.",
+                        )),
+                    )
+                    .into());
             }
             uia.complete_stage(&session, "m.login.registration_token");
         }
         None => {}
         Some(other) => {
-            return Err(uia.challenge(flows, Some(&session), Some(Error::new(401, "M_UNRECOGNIZED", format!("Unsupported stage {other}")))).into());
+            return Err(uia
+                .challenge(
+                    flows,
+                    Some(&session),
+                    Some(Error::new(
+                        401,
+                        "M_UNRECOGNIZED",
+                        format!("Unsupported stage {other}"),
+                    )),
+                )
+                .into());
         }
     }
     if uia.flow_done(&session, flows) {
@@ -145,22 +235,38 @@ async fn available_route(
     if !state.accounts.is_available(&req.body.username).await? {
         return Err(Error::user_in_use().into());
     }
-    Ok(RumaResponse(get_username_availability::v3::Response::new(true)))
+    Ok(RumaResponse(get_username_availability::v3::Response::new(
+        true,
+    )))
 }
 
 async fn token_validity_route(
     State(state): State<AppState>,
     req: Ruma<check_registration_token_validity::v1::Request>,
 ) -> ApiResult<RumaResponse<check_registration_token_validity::v1::Response>> {
-    let valid = state.core.storage.accounts.registration_token_valid(&req.body.token, now_ms()).await?;
-    Ok(RumaResponse(check_registration_token_validity::v1::Response::new(valid)))
+    let valid = state
+        .core
+        .storage
+        .accounts
+        .registration_token_valid(&req.body.token, now_ms())
+        .await?;
+    Ok(RumaResponse(
+        check_registration_token_validity::v1::Response::new(valid),
+    ))
 }
 
 async fn shared_secret_nonce(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     if state.core.config.registration.shared_secret.is_none() {
-        return Err(Error::new(400, "M_UNKNOWN", "Shared secret registration is not enabled").into());
+        return Err(Error::new(
+            400,
+            "M_UNKNOWN",
+            "Shared secret registration is not enabled",
+        )
+        .into());
     }
-    Ok(Json(json!({"nonce": state.accounts.shared_secret.new_nonce()})))
+    Ok(Json(
+        json!({"nonce": state.accounts.shared_secret.new_nonce()}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -174,19 +280,42 @@ struct SharedSecretBody {
     displayname: Option<String>,
 }
 
-async fn shared_secret_register(State(state): State<AppState>, JsonBody(body): JsonBody<SharedSecretBody>) -> ApiResult<Json<Value>> {
+async fn shared_secret_register(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SharedSecretBody>,
+) -> ApiResult<Json<Value>> {
     let Some(secret) = state.core.config.registration.shared_secret.clone() else {
-        return Err(Error::new(400, "M_UNKNOWN", "Shared secret registration is not enabled").into());
+        return Err(Error::new(
+            400,
+            "M_UNKNOWN",
+            "Shared secret registration is not enabled",
+        )
+        .into());
     };
     if !state.accounts.shared_secret.take_nonce(&body.nonce) {
         return Err(Error::new(400, "M_UNKNOWN", "Unrecognised nonce").into());
     }
-    if !verify_mac(&secret, &body.nonce, &body.username, &body.password, body.admin, &body.mac) {
+    if !verify_mac(
+        &secret,
+        &body.nonce,
+        &body.username,
+        &body.password,
+        body.admin,
+        &body.mac,
+    ) {
         return Err(Error::forbidden("HMAC incorrect").into());
     }
-    let user_id: OwnedUserId = state.accounts.validate_localpart(&body.username.to_lowercase())?;
-    state.accounts.create_account(&user_id, Some(&body.password), body.admin, body.displayname).await?;
-    let session = state.accounts.issue_session(&user_id, None, None, false).await?;
+    let user_id: OwnedUserId = state
+        .accounts
+        .validate_localpart(&body.username.to_lowercase())?;
+    state
+        .accounts
+        .create_account(&user_id, Some(&body.password), body.admin, body.displayname)
+        .await?;
+    let session = state
+        .accounts
+        .issue_session(&user_id, None, None, false)
+        .await?;
     Ok(Json(json!({
         "user_id": user_id,
         "access_token": session.access_token,

@@ -11,7 +11,10 @@ use axum::{
 use engine::{events::builder::EventDraft, rooms::CreateRoom, Error};
 use ruma::{
     api::client::{
-        membership::{ban_user, forget_room, join_room_by_id, join_room_by_id_or_alias, joined_rooms, kick_user, leave_room, unban_user},
+        membership::{
+            ban_user, forget_room, join_room_by_id, join_room_by_id_or_alias, joined_rooms,
+            kick_user, leave_room, unban_user,
+        },
         room::{create_room, Visibility},
     },
     OwnedRoomId, RoomAliasId, RoomId, UserId,
@@ -37,9 +40,18 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let mut r = ruma_route::<joined_rooms::v3::Request, _, _>(r, joined_rooms_route);
     for v in ["v3", "r0"] {
         r = r
-            .route(&format!("/_matrix/client/{v}/rooms/{{room_id}}/invite"), post(invite_route))
-            .route(&format!("/_matrix/client/{v}/rooms/{{room_id}}/members"), get(members_route))
-            .route(&format!("/_matrix/client/{v}/rooms/{{room_id}}/joined_members"), get(joined_members_route));
+            .route(
+                &format!("/_matrix/client/{v}/rooms/{{room_id}}/invite"),
+                post(invite_route),
+            )
+            .route(
+                &format!("/_matrix/client/{v}/rooms/{{room_id}}/members"),
+                get(members_route),
+            )
+            .route(
+                &format!("/_matrix/client/{v}/rooms/{{room_id}}/joined_members"),
+                get(joined_members_route),
+            );
     }
     r
 }
@@ -48,14 +60,23 @@ pub(crate) fn parse_room_id(room_id: &str) -> ApiResult<&RoomId> {
     <&RoomId>::try_from(room_id).map_err(|_| Error::invalid_param("Invalid room id.").into())
 }
 
-async fn create_room_route(State(state): State<AppState>, req: Ruma<create_room::v3::Request>) -> ApiResult<RumaResponse<create_room::v3::Response>> {
+async fn create_room_route(
+    State(state): State<AppState>,
+    req: Ruma<create_room::v3::Request>,
+) -> ApiResult<RumaResponse<create_room::v3::Response>> {
     let user = req.user()?.user_id.clone();
     let body = req.body;
     let mut initial_state = Vec::new();
     for raw in &body.initial_state {
         let v: Value = serde_json::from_str(raw.json().get())?;
-        let kind = v["type"].as_str().ok_or_else(|| Error::bad_json("initial_state event without type"))?;
-        initial_state.push(EventDraft::state(kind, v["state_key"].as_str().unwrap_or(""), v["content"].clone()));
+        let kind = v["type"]
+            .as_str()
+            .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        initial_state.push(EventDraft::state(
+            kind,
+            v["state_key"].as_str().unwrap_or(""),
+            v["content"].clone(),
+        ));
     }
     let object = |raw: Option<String>| -> ApiResult<Option<serde_json::Map<String, Value>>> {
         match raw {
@@ -77,15 +98,24 @@ async fn create_room_route(State(state): State<AppState>, req: Ruma<create_room:
         is_direct: body.is_direct,
         creation_content: object(body.creation_content.map(|r| r.json().get().to_owned()))?,
         initial_state,
-        power_level_content_override: object(body.power_level_content_override.map(|r| r.json().get().to_owned()))?,
+        power_level_content_override: object(
+            body.power_level_content_override
+                .map(|r| r.json().get().to_owned()),
+        )?,
     };
     let room_id = state.rooms.create_room(&user, request).await?;
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
 
-async fn join_by_id_route(State(state): State<AppState>, req: Ruma<join_room_by_id::v3::Request>) -> ApiResult<RumaResponse<join_room_by_id::v3::Response>> {
+async fn join_by_id_route(
+    State(state): State<AppState>,
+    req: Ruma<join_room_by_id::v3::Request>,
+) -> ApiResult<RumaResponse<join_room_by_id::v3::Response>> {
     let user = req.user()?.user_id.clone();
-    let room_id = state.rooms.join(&req.body.room_id, &user, req.body.reason.clone()).await?;
+    let room_id = state
+        .rooms
+        .join(&req.body.room_id, &user, req.body.reason.clone())
+        .await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
 }
 
@@ -96,57 +126,133 @@ async fn join_by_id_or_alias_route(
     let user = req.user()?.user_id.clone();
     let target = req.body.room_id_or_alias.as_str();
     let room_id: OwnedRoomId = if target.starts_with('#') {
-        let alias = <&RoomAliasId>::try_from(target).map_err(|_| Error::invalid_param("Invalid room alias."))?;
+        let alias = <&RoomAliasId>::try_from(target)
+            .map_err(|_| Error::invalid_param("Invalid room alias."))?;
         state.rooms.resolve_alias(alias).await?
     } else {
         parse_room_id(target)?.to_owned()
     };
-    let room_id = state.rooms.join(&room_id, &user, req.body.reason.clone()).await?;
-    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(room_id)))
+    let room_id = state
+        .rooms
+        .join(&room_id, &user, req.body.reason.clone())
+        .await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
+        room_id,
+    )))
 }
 
-async fn leave_route(State(state): State<AppState>, req: Ruma<leave_room::v3::Request>) -> ApiResult<RumaResponse<leave_room::v3::Response>> {
+async fn leave_route(
+    State(state): State<AppState>,
+    req: Ruma<leave_room::v3::Request>,
+) -> ApiResult<RumaResponse<leave_room::v3::Response>> {
     let user = req.user()?.user_id.clone();
-    state.rooms.leave(&req.body.room_id, &user, req.body.reason.clone()).await?;
+    state
+        .rooms
+        .leave(&req.body.room_id, &user, req.body.reason.clone())
+        .await?;
     Ok(RumaResponse(leave_room::v3::Response::new()))
 }
 
-async fn forget_route(State(state): State<AppState>, req: Ruma<forget_room::v3::Request>) -> ApiResult<RumaResponse<forget_room::v3::Response>> {
+async fn forget_route(
+    State(state): State<AppState>,
+    req: Ruma<forget_room::v3::Request>,
+) -> ApiResult<RumaResponse<forget_room::v3::Response>> {
     let user = req.user()?.user_id.clone();
     state.rooms.forget(&req.body.room_id, &user).await?;
     Ok(RumaResponse(forget_room::v3::Response::new()))
 }
 
-async fn kick_route(State(state): State<AppState>, req: Ruma<kick_user::v3::Request>) -> ApiResult<RumaResponse<kick_user::v3::Response>> {
+async fn kick_route(
+    State(state): State<AppState>,
+    req: Ruma<kick_user::v3::Request>,
+) -> ApiResult<RumaResponse<kick_user::v3::Response>> {
     let user = req.user()?.user_id.clone();
     let b = &req.body;
-    if state.rooms.membership(&b.room_id, b.user_id.as_str()).await?.as_deref() != Some("join")
-        && state.rooms.membership(&b.room_id, b.user_id.as_str()).await?.as_deref() != Some("invite")
+    if state
+        .rooms
+        .membership(&b.room_id, b.user_id.as_str())
+        .await?
+        .as_deref()
+        != Some("join")
+        && state
+            .rooms
+            .membership(&b.room_id, b.user_id.as_str())
+            .await?
+            .as_deref()
+            != Some("invite")
     {
         return Err(Error::forbidden("The target user is not in the room.").into());
     }
-    state.rooms.set_membership(&b.room_id, &user, &b.user_id, "leave", b.reason.clone(), false).await?;
+    state
+        .rooms
+        .set_membership(
+            &b.room_id,
+            &user,
+            &b.user_id,
+            "leave",
+            b.reason.clone(),
+            false,
+        )
+        .await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
 
-async fn ban_route(State(state): State<AppState>, req: Ruma<ban_user::v3::Request>) -> ApiResult<RumaResponse<ban_user::v3::Response>> {
+async fn ban_route(
+    State(state): State<AppState>,
+    req: Ruma<ban_user::v3::Request>,
+) -> ApiResult<RumaResponse<ban_user::v3::Response>> {
     let user = req.user()?.user_id.clone();
     let b = &req.body;
-    state.rooms.set_membership(&b.room_id, &user, &b.user_id, "ban", b.reason.clone(), false).await?;
+    state
+        .rooms
+        .set_membership(
+            &b.room_id,
+            &user,
+            &b.user_id,
+            "ban",
+            b.reason.clone(),
+            false,
+        )
+        .await?;
     Ok(RumaResponse(ban_user::v3::Response::new()))
 }
 
-async fn unban_route(State(state): State<AppState>, req: Ruma<unban_user::v3::Request>) -> ApiResult<RumaResponse<unban_user::v3::Response>> {
+async fn unban_route(
+    State(state): State<AppState>,
+    req: Ruma<unban_user::v3::Request>,
+) -> ApiResult<RumaResponse<unban_user::v3::Response>> {
     let user = req.user()?.user_id.clone();
     let b = &req.body;
-    state.rooms.set_membership(&b.room_id, &user, &b.user_id, "unban", b.reason.clone(), false).await?;
+    state
+        .rooms
+        .set_membership(
+            &b.room_id,
+            &user,
+            &b.user_id,
+            "unban",
+            b.reason.clone(),
+            false,
+        )
+        .await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
 }
 
-async fn joined_rooms_route(State(state): State<AppState>, req: Ruma<joined_rooms::v3::Request>) -> ApiResult<RumaResponse<joined_rooms::v3::Response>> {
+async fn joined_rooms_route(
+    State(state): State<AppState>,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> ApiResult<RumaResponse<joined_rooms::v3::Response>> {
     let user = req.user()?;
-    let rooms = state.core.storage.rooms.memberships_for_user(user.user_id.as_str()).await?;
-    let joined = rooms.into_iter().filter(|m| m.membership == "join").filter_map(|m| OwnedRoomId::try_from(m.room_id).ok()).collect();
+    let rooms = state
+        .core
+        .storage
+        .rooms
+        .memberships_for_user(user.user_id.as_str())
+        .await?;
+    let joined = rooms
+        .into_iter()
+        .filter(|m| m.membership == "join")
+        .filter_map(|m| OwnedRoomId::try_from(m.room_id).ok())
+        .collect();
     Ok(RumaResponse(joined_rooms::v3::Response::new(joined)))
 }
 
@@ -163,12 +269,17 @@ async fn invite_route(
     JsonBody(body): JsonBody<InviteBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let target = body.user_id.ok_or_else(|| Error::missing_param("Missing user_id."))?;
+    let target = body
+        .user_id
+        .ok_or_else(|| Error::missing_param("Missing user_id."))?;
     let target = <&UserId>::try_from(target.as_str())
         .ok()
         .filter(|u| !u.localpart().is_empty() && !u.as_str().contains(char::is_whitespace))
         .ok_or_else(|| Error::invalid_param("Invalid user id."))?;
-    state.rooms.set_membership(room_id, &user.user_id, target, "invite", body.reason, false).await?;
+    state
+        .rooms
+        .set_membership(room_id, &user.user_id, target, "invite", body.reason, false)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -179,8 +290,16 @@ async fn members_route(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let mut chunk = state.timeline.state_events(user.user_id.as_str(), room_id, Some("m.room.member")).await?;
-    let membership = |e: &Value| e["content"]["membership"].as_str().unwrap_or_default().to_owned();
+    let mut chunk = state
+        .timeline
+        .state_events(user.user_id.as_str(), room_id, Some("m.room.member"))
+        .await?;
+    let membership = |e: &Value| {
+        e["content"]["membership"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     if let Some(only) = q.get("membership") {
         chunk.retain(|e| &membership(e) == only);
     }
@@ -190,14 +309,27 @@ async fn members_route(
     Ok(Json(json!({"chunk": chunk})))
 }
 
-async fn joined_members_route(State(state): State<AppState>, Auth(user): Auth, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn joined_members_route(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let room = state.rooms.require_joined(room_id, user.user_id.as_str()).await?;
+    let room = state
+        .rooms
+        .require_joined(room_id, user.user_id.as_str())
+        .await?;
     let st = room.read().await;
     let mut joined = serde_json::Map::new();
     for user_id in &st.joined {
-        let content = st.state_event("m.room.member", user_id).map(|p| p.content_value()).unwrap_or_default();
-        joined.insert(user_id.clone(), json!({"display_name": content["displayname"], "avatar_url": content["avatar_url"]}));
+        let content = st
+            .state_event("m.room.member", user_id)
+            .map(|p| p.content_value())
+            .unwrap_or_default();
+        joined.insert(
+            user_id.clone(),
+            json!({"display_name": content["displayname"], "avatar_url": content["avatar_url"]}),
+        );
     }
     Ok(Json(json!({"joined": joined})))
 }

@@ -33,9 +33,13 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route::<whoami::v3::Request, _, _>(r, whoami_route)
 }
 
-async fn login_types_route(_req: Ruma<get_login_types::v3::Request>) -> ApiResult<RumaResponse<get_login_types::v3::Response>> {
+async fn login_types_route(
+    _req: Ruma<get_login_types::v3::Request>,
+) -> ApiResult<RumaResponse<get_login_types::v3::Response>> {
     use get_login_types::v3::{LoginType, PasswordLoginType};
-    Ok(RumaResponse(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())])))
+    Ok(RumaResponse(get_login_types::v3::Response::new(vec![
+        LoginType::Password(PasswordLoginType::new()),
+    ])))
 }
 
 async fn login_route(
@@ -49,22 +53,46 @@ async fn login_route(
     };
     let user = match &password.identifier {
         Some(UserIdentifier::Matrix(id)) => id.user.clone(),
-        _ => return Err(Error::new(400, "M_UNKNOWN", "Only m.id.user identifiers are supported.").into()),
+        _ => {
+            return Err(Error::new(
+                400,
+                "M_UNKNOWN",
+                "Only m.id.user identifiers are supported.",
+            )
+            .into())
+        }
     };
-    state.ratelimit.check(Action::Login, &peer.ip().to_string())?;
+    state
+        .ratelimit
+        .check(Action::Login, &peer.ip().to_string())?;
     state.ratelimit.check(Action::Login, &user)?;
-    let user_id = state.accounts.login_password(&user, &password.password).await?;
+    let user_id = state
+        .accounts
+        .login_password(&user, &password.password)
+        .await?;
     let session = state
         .accounts
-        .issue_session(&user_id, body.device_id.map(|d| d.to_string()), body.initial_device_display_name, body.refresh_token)
+        .issue_session(
+            &user_id,
+            body.device_id.map(|d| d.to_string()),
+            body.initial_device_display_name,
+            body.refresh_token,
+        )
         .await?;
-    let mut resp = login::v3::Response::new(user_id, session.access_token, OwnedDeviceId::from(session.device_id));
+    let mut resp = login::v3::Response::new(
+        user_id,
+        session.access_token,
+        OwnedDeviceId::from(session.device_id),
+    );
     resp.refresh_token = session.refresh_token;
     resp.expires_in = session.expires_in_ms.map(Duration::from_millis);
     Ok(RumaResponse(resp))
 }
 
-async fn refresh_route(State(state): State<AppState>, req: Ruma<refresh_token::v3::Request>) -> ApiResult<RumaResponse<refresh_token::v3::Response>> {
+async fn refresh_route(
+    State(state): State<AppState>,
+    req: Ruma<refresh_token::v3::Request>,
+) -> ApiResult<RumaResponse<refresh_token::v3::Response>> {
     let session = state.accounts.refresh(&req.body.refresh_token).await?;
     let mut resp = refresh_token::v3::Response::new(session.access_token);
     resp.refresh_token = session.refresh_token;
@@ -72,17 +100,25 @@ async fn refresh_route(State(state): State<AppState>, req: Ruma<refresh_token::v
     Ok(RumaResponse(resp))
 }
 
-async fn logout_route(State(state): State<AppState>, req: Ruma<logout::v3::Request>) -> ApiResult<RumaResponse<logout::v3::Response>> {
+async fn logout_route(
+    State(state): State<AppState>,
+    req: Ruma<logout::v3::Request>,
+) -> ApiResult<RumaResponse<logout::v3::Response>> {
     state.accounts.logout(req.user()?).await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 
-async fn logout_all_route(State(state): State<AppState>, req: Ruma<logout_all::v3::Request>) -> ApiResult<RumaResponse<logout_all::v3::Response>> {
+async fn logout_all_route(
+    State(state): State<AppState>,
+    req: Ruma<logout_all::v3::Request>,
+) -> ApiResult<RumaResponse<logout_all::v3::Response>> {
     state.accounts.logout_all(&req.user()?.user_id).await?;
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }
 
-async fn whoami_route(req: Ruma<whoami::v3::Request>) -> ApiResult<RumaResponse<whoami::v3::Response>> {
+async fn whoami_route(
+    req: Ruma<whoami::v3::Request>,
+) -> ApiResult<RumaResponse<whoami::v3::Response>> {
     let user = req.user()?;
     let mut resp = whoami::v3::Response::new(user.user_id.clone(), false);
     resp.device_id = Some(OwnedDeviceId::from(user.device_id.clone()));

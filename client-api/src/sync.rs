@@ -24,18 +24,29 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     for v in ["v3", "r0"] {
         r = r
             .route(&format!("/_matrix/client/{v}/sync"), get(sync))
-            .route(&format!("/_matrix/client/{v}/user/{{user_id}}/filter"), post(create_filter))
-            .route(&format!("/_matrix/client/{v}/user/{{user_id}}/filter/{{filter_id}}"), get(get_filter));
+            .route(
+                &format!("/_matrix/client/{v}/user/{{user_id}}/filter"),
+                post(create_filter),
+            )
+            .route(
+                &format!("/_matrix/client/{v}/user/{{user_id}}/filter/{{filter_id}}"),
+                get(get_filter),
+            );
     }
     r
 }
 
-async fn sync(State(state): State<AppState>, Auth(user): Auth, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn sync(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let filter = match q.get("filter") {
         None => Filter::default(),
-        Some(f) if f.trim_start().starts_with('{') => {
-            Filter::from_json(&serde_json::from_str::<Value>(f).map_err(|_| Error::bad_json("filter is not valid JSON"))?)
-        }
+        Some(f) if f.trim_start().starts_with('{') => Filter::from_json(
+            &serde_json::from_str::<Value>(f)
+                .map_err(|_| Error::bad_json("filter is not valid JSON"))?,
+        ),
         Some(id) => {
             let stored = state
                 .core
@@ -48,7 +59,9 @@ async fn sync(State(state): State<AppState>, Auth(user): Auth, Query(q): Query<H
         }
     };
     let timeout_ms = match q.get("timeout") {
-        Some(t) => t.parse::<u64>().map_err(|_| Error::invalid_param("timeout must be an integer"))?,
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| Error::invalid_param("timeout must be an integer"))?,
         None => 0,
     };
     let request = SyncRequest {
@@ -62,7 +75,12 @@ async fn sync(State(state): State<AppState>, Auth(user): Auth, Query(q): Query<H
     Ok(Json(state.sync.sync(&request).await?))
 }
 
-async fn create_filter(State(state): State<AppState>, Auth(user): Auth, Path(user_id): Path<String>, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+async fn create_filter(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path(user_id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
     if user_id != user.user_id.as_str() {
         return Err(Error::forbidden("Cannot create filters for other users.").into());
     }
@@ -71,15 +89,26 @@ async fn create_filter(State(state): State<AppState>, Auth(user): Auth, Path(use
     }
     if let Some(limit) = body["room"]["timeline"].get("limit") {
         if !limit.is_u64() {
-            return Err(Error::bad_json("room.timeline.limit must be a non-negative integer").into());
+            return Err(
+                Error::bad_json("room.timeline.limit must be a non-negative integer").into(),
+            );
         }
     }
     let filter_id = random_string(12);
-    state.core.storage.accounts.create_filter(user.user_id.as_str(), &filter_id, &body.to_string()).await?;
+    state
+        .core
+        .storage
+        .accounts
+        .create_filter(user.user_id.as_str(), &filter_id, &body.to_string())
+        .await?;
     Ok(Json(json!({"filter_id": filter_id})))
 }
 
-async fn get_filter(State(state): State<AppState>, Auth(user): Auth, Path((user_id, filter_id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_filter(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Path((user_id, filter_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     if user_id != user.user_id.as_str() {
         return Err(Error::forbidden("Cannot read filters of other users.").into());
     }

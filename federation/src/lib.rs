@@ -27,11 +27,13 @@ async fn server_keys(State(state): State<AppState>) -> Json<Value> {
         "verify_keys": { core.key.key_id.clone(): {"key": core.key.public_key_b64} },
         "old_verify_keys": {},
     });
-    let mut object: ruma::CanonicalJsonObject = match ruma::canonical_json::to_canonical_value(body.clone()) {
-        Ok(ruma::CanonicalJsonValue::Object(o)) => o,
-        _ => BTreeMap::new(),
-    };
-    if ruma::signatures::sign_json(core.server_name.as_str(), &core.key.pair, &mut object).is_err() {
+    let mut object: ruma::CanonicalJsonObject =
+        match ruma::canonical_json::to_canonical_value(body.clone()) {
+            Ok(ruma::CanonicalJsonValue::Object(o)) => o,
+            _ => BTreeMap::new(),
+        };
+    if ruma::signatures::sign_json(core.server_name.as_str(), &core.key.pair, &mut object).is_err()
+    {
         return Json(body);
     }
     Json(serde_json::to_value(object).unwrap_or(body))

@@ -44,7 +44,13 @@ impl Server {
 pub fn app(services: Arc<Services>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(Any);
     client_api::router()
         .merge(federation::router())
@@ -56,7 +62,11 @@ pub fn app(services: Arc<Services>) -> Router {
 }
 
 async fn unrecognized(method: Method) -> Response {
-    let status = if method == Method::OPTIONS { StatusCode::OK } else { StatusCode::NOT_FOUND };
+    let status = if method == Method::OPTIONS {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
     // Unknown endpoints and unsupported methods both answer M_UNRECOGNIZED.
     let body = Error::unrecognized("Unrecognized request").to_json();
     (status, axum::Json(body)).into_response()
@@ -65,13 +75,18 @@ async fn unrecognized(method: Method) -> Response {
 /// One tracing span per request, tagged with a request id.
 async fn request_span(req: Request, next: Next) -> Response {
     let id = engine::util::random_string(10);
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     let _enter = span.enter();
     let started = std::time::Instant::now();
     drop(_enter);
     let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let _enter = span.enter();
-    tracing::debug!(status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1000.0, "done");
+    tracing::debug!(
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "done"
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -86,15 +101,23 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let app = app(services.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "server stopped with an error");
         }
     });
     tracing::info!(%client_addr, "listening");
-    Ok(Server { client_addr, services, shutdown: Some(tx), task })
+    Ok(Server {
+        client_addr,
+        services,
+        shutdown: Some(tx),
+        task,
+    })
 }

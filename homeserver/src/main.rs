@@ -20,14 +20,20 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(args.config.as_deref())?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
     if config.logging.json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     if config.registration.enabled && !config.registration.require_token {
-        tracing::warn!("open registration is enabled: anyone who can reach this server may create an account");
+        tracing::warn!(
+            "open registration is enabled: anyone who can reach this server may create an account"
+        );
     }
     let mut server = homeserver::start(config).await?;
     let stop = server.shutdown_handle();

@@ -560,3 +560,80 @@ async fn discovery_endpoints() {
     }
     server.shutdown().await;
 }
+
+/// Completes a registration through UIA, doing whatever stages the flow that
+/// contains `m.login.registration_token` asks for.
+async fn register_with_token(server: &TestServer, username: &str, token: &str) -> Response {
+    let mut body = json!({ "username": username, "password": PASSWORD });
+    let mut resp = server.post(&format!("{V3}/register"), body.clone()).await;
+    for _ in 0..4 {
+        if resp.status.as_u16() != 401 {
+            return resp;
+        }
+        let flow = resp.body["flows"]
+            .as_array()
+            .and_then(|flows| {
+                flows.iter().find(|f| {
+                    strings(&f["stages"]).contains(&"m.login.registration_token".to_owned())
+                })
+            })
+            .unwrap_or_else(|| panic!("no registration-token flow: {resp:?}"));
+        let done = strings(&resp.body["completed"]);
+        let Some(stage) = strings(&flow["stages"])
+            .into_iter()
+            .find(|s| !done.contains(s))
+        else {
+            return resp;
+        };
+        let mut auth = json!({ "type": stage, "session": resp.body["session"] });
+        if stage == "m.login.registration_token" {
+            auth["token"] = json!(token);
+        }
+        body["auth"] = auth;
+        resp = server.post(&format!("{V3}/register"), body.clone()).await;
+    }
+    resp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_token_end_to_end() {
+    let server = TestServer::start_with(|c| c.registration.require_token = true).await;
+    let admin = server.admin_register("root", "pw", true).await.ok();
+    let admin = server.with_token(admin["access_token"].as_str().unwrap());
+    let user = server.admin_register("plain", "pw", false).await.ok();
+    let user = server.with_token(user["access_token"].as_str().unwrap());
+
+    let new = "/_synapse/admin/v1/registration_tokens/new";
+    user.post(new, json!({ "token": "letmein" }))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let created = admin
+        .post(new, json!({ "token": "letmein", "uses_allowed": 1 }))
+        .await
+        .ok();
+    assert_eq!(created["token"], "letmein");
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity?token=letmein";
+    assert_eq!(server.get(validity).await.ok()["valid"], true);
+
+    let done = register_with_token(&server, "alice", "letmein").await.ok();
+    assert_eq!(done["user_id"], "@alice:localhost");
+    server
+        .with_token(done["access_token"].as_str().unwrap())
+        .whoami()
+        .await
+        .ok();
+
+    // One use allowed: it's spent now.
+    assert_eq!(server.get(validity).await.ok()["valid"], false);
+    let again = register_with_token(&server, "bob", "letmein").await;
+    assert!(
+        !again.status.is_success(),
+        "a spent token registered again: {again:?}"
+    );
+    let avail = server
+        .get(&format!("{V3}/register/available?username=bob"))
+        .await
+        .ok();
+    assert_eq!(avail["available"], true);
+    server.shutdown().await;
+}

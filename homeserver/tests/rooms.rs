@@ -489,6 +489,15 @@ async fn leave_and_forget() {
         "leave timeline has bob's leave: {s}"
     );
 
+    assert!(
+        !mentions(&s, "after bob left"),
+        "a message after the leave reached bob: {s}"
+    );
+    let later = bob_sync.next(500).await;
+    assert!(
+        !mentions(&later, "after bob left"),
+        "a message after the leave reached bob: {later}"
+    );
     // History up to the leave stays readable; what came after does not.
     let history = bodies(&bob.paginate_all(&room, None, "f", 50).await);
     assert_eq!(history, vec!["before bob left"]);
@@ -524,6 +533,7 @@ async fn kick_ban_unban() {
         .await
         .assert_error(403, "M_FORBIDDEN");
 
+    let (mut bob_sync, _) = SyncCursor::initial(&bob, None).await;
     alice
         .membership_action(&room, "kick", &bob.user_id, Some("be nice"))
         .await
@@ -535,6 +545,18 @@ async fn kick_ban_unban() {
     assert_eq!(member["membership"], "leave");
     assert_eq!(member["reason"], "be nice");
     assert!(bob.joined_rooms().await.is_empty());
+    let s = bob_sync.next(5_000).await;
+    let kicked = s["rooms"]["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        kicked.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == bob.user_id.as_str()
+            && e["content"]["membership"] == "leave"
+            && e["sender"] == alice.user_id.as_str()),
+        "bob's sync shows the kick in rooms.leave: {s}"
+    );
     bob.send_event(
         &room,
         "m.room.message",

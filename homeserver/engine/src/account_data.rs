@@ -15,7 +15,13 @@ impl AccountDataService {
     }
 
     /// Stores the content and wakes the user's other devices.
-    pub async fn put(&self, user_id: &str, room_id: Option<&str>, event_type: &str, content: &serde_json::Value) -> Result<()> {
+    pub async fn put(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<()> {
         let pos = self.core.stream.allocate();
         let result = self
             .core
@@ -23,13 +29,27 @@ impl AccountDataService {
             .account_data
             .put_account_data(user_id, room_id, event_type, &content.to_string(), pos)
             .await;
-        let wake = if result.is_ok() { vec![WakeTarget::User(user_id.to_owned())] } else { Vec::new() };
+        let wake = if result.is_ok() {
+            vec![WakeTarget::User(user_id.to_owned())]
+        } else {
+            Vec::new()
+        };
         self.core.complete(pos, wake);
         result
     }
 
-    pub async fn get(&self, user_id: &str, room_id: Option<&str>, event_type: &str) -> Result<Option<serde_json::Value>> {
-        let raw = self.core.storage.account_data.get_account_data(user_id, room_id, event_type).await?;
+    pub async fn get(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        event_type: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let raw = self
+            .core
+            .storage
+            .account_data
+            .get_account_data(user_id, room_id, event_type)
+            .await?;
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 }

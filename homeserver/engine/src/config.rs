@@ -35,7 +35,10 @@ pub struct Passwords {
 
 impl Default for Passwords {
     fn default() -> Self {
-        Self { argon2_memory_kib: 19 * 1024, argon2_iterations: 2 }
+        Self {
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+        }
     }
 }
 
@@ -122,13 +125,18 @@ impl Default for Config {
 
 impl Default for Listeners {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+        Self {
+            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
+        }
     }
 }
 
 impl Default for Database {
     fn default() -> Self {
-        Self { url: "sqlite://./data/homeserver.db".to_owned(), max_connections: 16 }
+        Self {
+            url: "sqlite://./data/homeserver.db".to_owned(),
+            max_connections: 16,
+        }
     }
 }
 
@@ -145,7 +153,10 @@ impl Default for Registration {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_sync_timeout_ms: 120_000 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_sync_timeout_ms: 120_000,
+        }
     }
 }
 
@@ -153,16 +164,28 @@ impl Default for RateLimits {
     fn default() -> Self {
         Self {
             enabled: true,
-            login: Bucket { per_second: 0.5, burst: 10.0 },
-            register: Bucket { per_second: 0.2, burst: 5.0 },
-            send: Bucket { per_second: 20.0, burst: 100.0 },
+            login: Bucket {
+                per_second: 0.5,
+                burst: 10.0,
+            },
+            register: Bucket {
+                per_second: 0.2,
+                burst: 5.0,
+            },
+            send: Bucket {
+                per_second: 20.0,
+                burst: 100.0,
+            },
         }
     }
 }
 
 impl Default for Logging {
     fn default() -> Self {
-        Self { level: "info,ruma_state_res=warn,sqlx=warn".to_owned(), json: false }
+        Self {
+            level: "info,ruma_state_res=warn,sqlx=warn".to_owned(),
+            json: false,
+        }
     }
 }
 
@@ -193,12 +216,44 @@ impl Config {
     }
 }
 
+/// Options that are unset by default, so absent from the serialised defaults.
+const OPTIONAL_KEYS: &[&str] = &[
+    "registration.shared_secret",
+    "registration.access_token_lifetime_ms",
+];
+
+/// Whether `parts` names a configuration option. Other `HS_*` variables (test
+/// harness settings, for instance) are not ours and are ignored.
+fn is_known_key(parts: &[String]) -> bool {
+    let dotted = parts.join(".");
+    if OPTIONAL_KEYS.contains(&dotted.as_str()) {
+        return true;
+    }
+    let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(Config::default()) else {
+        return false;
+    };
+    let mut table = &defaults;
+    for (i, part) in parts.iter().enumerate() {
+        match table.get(part) {
+            Some(toml::Value::Table(t)) if i + 1 < parts.len() => table = t,
+            Some(_) if i + 1 == parts.len() => return true,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// `HS_DATABASE__URL=x` sets `[database] url = "x"`. Values parse as TOML
 /// scalars when they can (`true`, `42`), and as strings otherwise.
 fn apply_env_overrides(root: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) {
     for (key, raw) in vars {
-        let Some(path) = key.strip_prefix("HS_") else { continue };
+        let Some(path) = key.strip_prefix("HS_") else {
+            continue;
+        };
         let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if !is_known_key(&parts) {
+            continue;
+        }
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
@@ -211,7 +266,9 @@ fn apply_env_overrides(root: &mut toml::Table, vars: impl Iterator<Item = (Strin
             if !entry.is_table() {
                 *entry = toml::Value::Table(toml::Table::new());
             }
-            let toml::Value::Table(next) = entry else { unreachable!() };
+            let toml::Value::Table(next) = entry else {
+                unreachable!()
+            };
             table = next;
         }
         if let Some(last) = parts.last() {
@@ -233,11 +290,17 @@ mod tests {
                 ("HS_DATABASE__URL".to_owned(), "postgres://x/y".to_owned()),
                 ("HS_REGISTRATION__ENABLED".to_owned(), "false".to_owned()),
                 ("OTHER".to_owned(), "1".to_owned()),
+                ("HS_TEST_POSTGRES_URL".to_owned(), "x".to_owned()),
+                (
+                    "HS_REGISTRATION__SHARED_SECRET".to_owned(),
+                    "s3cret".to_owned(),
+                ),
             ]
             .into_iter(),
         );
         let c: Config = t.try_into().unwrap();
         assert_eq!(c.database.url, "postgres://x/y");
         assert!(!c.registration.enabled);
+        assert_eq!(c.registration.shared_secret.as_deref(), Some("s3cret"));
     }
 }

@@ -42,6 +42,7 @@ impl Core {
     }
 
     pub fn alloc_snapshot(&self) -> i64 {
-        self.next_snapshot.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_snapshot
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -21,7 +21,14 @@ pub struct Error {
 
 impl Error {
     pub fn new(status: u16, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self { status, errcode, message: message.into(), retry_after_ms: None, soft_logout: None, extra: None }
+        Self {
+            status,
+            errcode,
+            message: message.into(),
+            retry_after_ms: None,
+            soft_logout: None,
+            extra: None,
+        }
     }
 
     pub fn forbidden(msg: impl Into<String>) -> Self {
@@ -67,21 +74,34 @@ impl Error {
         }
     }
     pub fn limit_exceeded(retry_after_ms: u64) -> Self {
-        Self { retry_after_ms: Some(retry_after_ms), ..Self::new(429, "M_LIMIT_EXCEEDED", "Too many requests.") }
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(429, "M_LIMIT_EXCEEDED", "Too many requests.")
+        }
     }
     pub fn room_in_use() -> Self {
         Self::new(400, "M_ROOM_IN_USE", "Room alias already taken.")
     }
     pub fn unsupported_room_version(v: &str) -> Self {
-        Self::new(400, "M_UNSUPPORTED_ROOM_VERSION", format!("Room version {v} is not supported."))
+        Self::new(
+            400,
+            "M_UNSUPPORTED_ROOM_VERSION",
+            format!("Room version {v} is not supported."),
+        )
     }
     pub fn guest_access_forbidden() -> Self {
-        Self::new(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed.")
+        Self::new(
+            403,
+            "M_GUEST_ACCESS_FORBIDDEN",
+            "Guest access is not allowed.",
+        )
     }
 
     /// Adds a top-level field to the JSON error body.
     pub fn with_field(mut self, key: &str, value: serde_json::Value) -> Self {
-        self.extra.get_or_insert_with(Default::default).insert(key.to_owned(), value);
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value);
         self
     }
 

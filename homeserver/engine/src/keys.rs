@@ -23,20 +23,29 @@ impl SigningKey {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::write(path, format!("ed25519 {version} {}\n", STANDARD_NO_PAD.encode(&*der)))?;
+            std::fs::write(
+                path,
+                format!("ed25519 {version} {}\n", STANDARD_NO_PAD.encode(&*der)),
+            )?;
             restrict_permissions(path);
             tracing::info!(path = %path.display(), "generated a new signing key");
         }
         let text = std::fs::read_to_string(path)?;
         let mut parts = text.split_whitespace();
-        let (Some("ed25519"), Some(version), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some("ed25519"), Some(version), Some(b64)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             anyhow::bail!("{}: expected `ed25519 <version> <base64>`", path.display());
         };
         let der = STANDARD_NO_PAD.decode(b64.trim_end_matches('='))?;
         let pair = Ed25519KeyPair::from_der(&der, version.to_owned())
             .map_err(|e| anyhow::anyhow!("{}: invalid key: {e}", path.display()))?;
         let public_key_b64 = STANDARD_NO_PAD.encode(pair.public_key());
-        Ok(Self { key_id: format!("ed25519:{version}"), pair, public_key_b64 })
+        Ok(Self {
+            key_id: format!("ed25519:{version}"),
+            pair,
+            public_key_b64,
+        })
     }
 }
 

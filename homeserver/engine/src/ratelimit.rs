@@ -26,7 +26,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(config: RateLimits) -> Self {
-        Self { config, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            config,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     fn bucket(&self, action: Action) -> Bucket {
@@ -52,7 +55,9 @@ impl RateLimiter {
                 *tokens + now.duration_since(*at).as_secs_f64() * b.per_second < b.burst
             });
         }
-        let (tokens, at) = buckets.entry((action, key.to_owned())).or_insert((burst, now));
+        let (tokens, at) = buckets
+            .entry((action, key.to_owned()))
+            .or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(burst);
         *at = now;
         if *tokens >= 1.0 {
@@ -73,9 +78,18 @@ mod tests {
     fn burst_then_limited() {
         let cfg = RateLimits {
             enabled: true,
-            login: Bucket { per_second: 1.0, burst: 2.0 },
-            register: Bucket { per_second: 1.0, burst: 2.0 },
-            send: Bucket { per_second: 1.0, burst: 2.0 },
+            login: Bucket {
+                per_second: 1.0,
+                burst: 2.0,
+            },
+            register: Bucket {
+                per_second: 1.0,
+                burst: 2.0,
+            },
+            send: Bucket {
+                per_second: 1.0,
+                burst: 2.0,
+            },
         };
         let rl = RateLimiter::new(cfg);
         assert!(rl.check(Action::Send, "a").is_ok());

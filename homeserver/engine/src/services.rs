@@ -5,8 +5,8 @@ use std::sync::{atomic::AtomicI64, Arc};
 use ruma::ServerName;
 
 use crate::{
-    accounts::AccountService,
     account_data::AccountDataService,
+    accounts::AccountService,
     config::Config,
     core::Core,
     keys::SigningKey,
@@ -31,7 +31,8 @@ impl Services {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let server_name = ServerName::parse(&config.server_name)?;
         let key = SigningKey::load_or_generate(&config.signing_key_path)?;
-        let storage = Storage::connect(&config.database.url, config.database.max_connections).await?;
+        let storage =
+            Storage::connect(&config.database.url, config.database.max_connections).await?;
         let max_pos = storage.timeline.max_stream_pos().await?;
         let max_snapshot = storage.rooms.max_snapshot_id().await?;
         let notifier = Arc::new(Notifier::default());

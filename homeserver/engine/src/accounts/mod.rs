@@ -61,7 +61,12 @@ pub struct AccountService {
 
 impl AccountService {
     pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
-        Self { core, rooms, uia: Default::default(), shared_secret: Default::default() }
+        Self {
+            core,
+            rooms,
+            uia: Default::default(),
+            shared_secret: Default::default(),
+        }
     }
 
     /// Checks a localpart: lowercase letters, digits and `._=-/+`, full id ≤ 255 bytes.
@@ -80,7 +85,13 @@ impl AccountService {
 
     pub async fn is_available(&self, localpart: &str) -> Result<bool> {
         let user_id = self.validate_localpart(localpart)?;
-        Ok(self.core.storage.accounts.get_user(user_id.as_str()).await?.is_none())
+        Ok(self
+            .core
+            .storage
+            .accounts
+            .get_user(user_id.as_str())
+            .await?
+            .is_none())
     }
 
     /// `POST /register`, after user-interactive authentication has passed.
@@ -90,18 +101,30 @@ impl AccountService {
             None => random_string(12).to_lowercase(),
         };
         let user_id = self.validate_localpart(&localpart)?;
-        self.create_account(&user_id, params.password.as_deref(), false, None).await?;
+        self.create_account(&user_id, params.password.as_deref(), false, None)
+            .await?;
         if params.inhibit_login {
             return Ok((user_id, None));
         }
         let session = self
-            .issue_session(&user_id, params.device_id, params.initial_device_display_name, params.refresh_token)
+            .issue_session(
+                &user_id,
+                params.device_id,
+                params.initial_device_display_name,
+                params.refresh_token,
+            )
             .await?;
         Ok((user_id, Some(session)))
     }
 
     /// Creates the account row; `M_USER_IN_USE` if the id is taken.
-    pub async fn create_account(&self, user_id: &UserId, password: Option<&str>, admin: bool, displayname: Option<String>) -> Result<()> {
+    pub async fn create_account(
+        &self,
+        user_id: &UserId,
+        password: Option<&str>,
+        admin: bool,
+        displayname: Option<String>,
+    ) -> Result<()> {
         let password_hash = match password {
             Some(p) => Some(password::hash(p, &self.core.config.passwords).await?),
             None => None,
@@ -142,7 +165,15 @@ impl AccountService {
             .await?;
         // A device has one live access token: logging in again with the same
         // device id replaces it.
-        let lifetime = if refresh { self.core.config.registration.access_token_lifetime_ms.or(Some(5 * 60 * 1000)) } else { None };
+        let lifetime = if refresh {
+            self.core
+                .config
+                .registration
+                .access_token_lifetime_ms
+                .or(Some(5 * 60 * 1000))
+        } else {
+            None
+        };
         let access_token = format!("hs_{}", random_string(40));
         let refresh_token = refresh.then(|| format!("hsr_{}", random_string(40)));
         accounts
@@ -154,22 +185,40 @@ impl AccountService {
                 expires_ts: lifetime.map(|l| now_ms() + l as i64),
             })
             .await?;
-        Ok(Session { user_id: user_id.to_owned(), device_id, access_token, refresh_token, expires_in_ms: lifetime })
+        Ok(Session {
+            user_id: user_id.to_owned(),
+            device_id,
+            access_token,
+            refresh_token,
+            expires_in_ms: lifetime,
+        })
     }
 
     /// Resolves an access token to its user and device.
     pub async fn authenticate(&self, token: &str) -> Result<Requester> {
         let accounts = &self.core.storage.accounts;
-        let record = accounts.get_token(token).await?.ok_or_else(|| Error::unknown_token(false))?;
+        let record = accounts
+            .get_token(token)
+            .await?
+            .ok_or_else(|| Error::unknown_token(false))?;
         if record.expires_ts.is_some_and(|t| t <= now_ms()) {
             return Err(Error::unknown_token(true));
         }
-        let user = accounts.get_user(&record.user_id).await?.ok_or_else(|| Error::unknown_token(false))?;
+        let user = accounts
+            .get_user(&record.user_id)
+            .await?
+            .ok_or_else(|| Error::unknown_token(false))?;
         if user.deactivated {
             return Err(Error::unknown_token(false));
         }
-        let user_id = OwnedUserId::try_from(record.user_id).map_err(|e| Error::unknown(e.to_string()))?;
-        Ok(Requester { user_id, device_id: record.device_id, is_admin: user.is_admin, access_token: token.to_owned() })
+        let user_id =
+            OwnedUserId::try_from(record.user_id).map_err(|e| Error::unknown(e.to_string()))?;
+        Ok(Requester {
+            user_id,
+            device_id: record.device_id,
+            is_admin: user.is_admin,
+            access_token: token.to_owned(),
+        })
     }
 
     /// Password login. `identifier` may name a localpart or a full user id.
@@ -177,16 +226,27 @@ impl AccountService {
         let user_id = if user.starts_with('@') {
             UserId::parse(user).map_err(|_| Error::forbidden("Invalid username or password."))?
         } else {
-            UserId::parse(format!("@{}:{}", user.to_lowercase(), self.core.server_name))
-                .map_err(|_| Error::forbidden("Invalid username or password."))?
+            UserId::parse(format!(
+                "@{}:{}",
+                user.to_lowercase(),
+                self.core.server_name
+            ))
+            .map_err(|_| Error::forbidden("Invalid username or password."))?
         };
         self.check_password(&user_id, password).await?;
         Ok(user_id)
     }
 
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
-        let user = self.core.storage.accounts.get_user(user_id.as_str()).await?;
-        let hash = user.filter(|u| !u.deactivated).and_then(|u| u.password_hash);
+        let user = self
+            .core
+            .storage
+            .accounts
+            .get_user(user_id.as_str())
+            .await?;
+        let hash = user
+            .filter(|u| !u.deactivated)
+            .and_then(|u| u.password_hash);
         match hash {
             Some(h) if password::verify(password, &h).await => Ok(()),
             _ => Err(Error::forbidden("Invalid username or password.")),
@@ -194,7 +254,12 @@ impl AccountService {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<Session> {
-        let lifetime = self.core.config.registration.access_token_lifetime_ms.unwrap_or(5 * 60 * 1000);
+        let lifetime = self
+            .core
+            .config
+            .registration
+            .access_token_lifetime_ms
+            .unwrap_or(5 * 60 * 1000);
         let access_token = format!("hs_{}", random_string(40));
         let new_refresh = format!("hsr_{}", random_string(40));
         let record = self
@@ -213,7 +278,8 @@ impl AccountService {
             )
             .await?
             .ok_or_else(|| Error::unknown_token(false))?;
-        let user_id = OwnedUserId::try_from(record.user_id).map_err(|e| Error::unknown(e.to_string()))?;
+        let user_id =
+            OwnedUserId::try_from(record.user_id).map_err(|e| Error::unknown(e.to_string()))?;
         Ok(Session {
             user_id,
             device_id: record.device_id,
@@ -224,29 +290,49 @@ impl AccountService {
     }
 
     pub async fn logout(&self, requester: &Requester) -> Result<()> {
-        self.core.storage.accounts.delete_device(requester.user_id.as_str(), &requester.device_id).await
+        self.core
+            .storage
+            .accounts
+            .delete_device(requester.user_id.as_str(), &requester.device_id)
+            .await
     }
 
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
         let accounts = &self.core.storage.accounts;
         for device in accounts.list_devices(user_id.as_str()).await? {
-            accounts.delete_device(user_id.as_str(), &device.device_id).await?;
+            accounts
+                .delete_device(user_id.as_str(), &device.device_id)
+                .await?;
         }
         accounts.delete_user_tokens(user_id.as_str()).await
     }
 
     pub async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> Result<()> {
-        self.core.storage.accounts.set_displayname(user_id.as_str(), name).await?;
+        self.core
+            .storage
+            .accounts
+            .set_displayname(user_id.as_str(), name)
+            .await?;
         self.rooms.propagate_profile(user_id).await
     }
 
     pub async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> Result<()> {
-        self.core.storage.accounts.set_avatar_url(user_id.as_str(), url).await?;
+        self.core
+            .storage
+            .accounts
+            .set_avatar_url(user_id.as_str(), url)
+            .await?;
         self.rooms.propagate_profile(user_id).await
     }
 
     pub async fn profile(&self, user_id: &UserId) -> Result<Value> {
-        let user = self.core.storage.accounts.get_user(user_id.as_str()).await?.ok_or_else(|| Error::not_found("Profile not found."))?;
+        let user = self
+            .core
+            .storage
+            .accounts
+            .get_user(user_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Profile not found."))?;
         let mut out = json!({});
         if let Some(n) = user.displayname {
             out["displayname"] = json!(n);

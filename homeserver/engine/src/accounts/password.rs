@@ -5,7 +5,10 @@ use argon2::{
     Algorithm, Argon2, Params, Version,
 };
 
-use crate::{config::Passwords, error::{Error, Result}};
+use crate::{
+    config::Passwords,
+    error::{Error, Result},
+};
 
 pub async fn hash(password: &str, cfg: &Passwords) -> Result<String> {
     let params = Params::new(cfg.argon2_memory_kib, cfg.argon2_iterations, 1, None)
@@ -13,7 +16,8 @@ pub async fn hash(password: &str, cfg: &Passwords) -> Result<String> {
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
         let salt_bytes: [u8; 16] = rand::random();
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| Error::unknown(format!("salt: {e}")))?;
+        let salt = SaltString::encode_b64(&salt_bytes)
+            .map_err(|e| Error::unknown(format!("salt: {e}")))?;
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -28,7 +32,13 @@ pub async fn verify(password: &str, hash: &str) -> bool {
     let password = password.to_owned();
     let hash = hash.to_owned();
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()).unwrap_or(false)
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
     })
     .await
     .unwrap_or(false)

@@ -30,21 +30,39 @@ impl SharedSecretRegistration {
 
     /// Consumes the nonce; true if it was issued and has not expired.
     pub fn take_nonce(&self, nonce: &str) -> bool {
-        self.nonces.lock().remove(nonce).is_some_and(|issued| now_ms() - issued < NONCE_TTL_MS)
+        self.nonces
+            .lock()
+            .remove(nonce)
+            .is_some_and(|issued| now_ms() - issued < NONCE_TTL_MS)
     }
 }
 
 /// Constant-time check of the request's MAC.
-pub fn verify_mac(secret: &str, nonce: &str, user: &str, password: &str, admin: bool, mac_hex: &str) -> bool {
-    let Ok(expected) = hex::decode(mac_hex) else { return false };
-    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret.as_bytes()) else { return false };
+pub fn verify_mac(
+    secret: &str,
+    nonce: &str,
+    user: &str,
+    password: &str,
+    admin: bool,
+    mac_hex: &str,
+) -> bool {
+    let Ok(expected) = hex::decode(mac_hex) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
     mac.update(nonce.as_bytes());
     mac.update(b"\0");
     mac.update(user.as_bytes());
     mac.update(b"\0");
     mac.update(password.as_bytes());
     mac.update(b"\0");
-    mac.update(if admin { b"admin" as &[u8] } else { b"notadmin" });
+    mac.update(if admin {
+        b"admin" as &[u8]
+    } else {
+        b"notadmin"
+    });
     mac.verify_slice(&expected).is_ok()
 }
 

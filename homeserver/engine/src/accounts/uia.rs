@@ -27,16 +27,33 @@ struct Session {
 
 impl UiaSessions {
     /// The 401 answer for an unfinished flow.
-    pub fn challenge(&self, flows: &[Vec<&str>], session: Option<&str>, error: Option<Error>) -> Error {
+    pub fn challenge(
+        &self,
+        flows: &[Vec<&str>],
+        session: Option<&str>,
+        error: Option<Error>,
+    ) -> Error {
         let now = now_ms();
         let mut sessions = self.sessions.lock();
         sessions.retain(|_, s| now - s.created < SESSION_TTL_MS);
-        let id = session.filter(|s| sessions.contains_key(*s)).map(str::to_owned).unwrap_or_else(|| {
-            let id = random_string(24);
-            sessions.insert(id.clone(), Session { completed: Vec::new(), created: now });
-            id
-        });
-        let completed = sessions.get(&id).map(|s| s.completed.clone()).unwrap_or_default();
+        let id = session
+            .filter(|s| sessions.contains_key(*s))
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let id = random_string(24);
+                sessions.insert(
+                    id.clone(),
+                    Session {
+                        completed: Vec::new(),
+                        created: now,
+                    },
+                );
+                id
+            });
+        let completed = sessions
+            .get(&id)
+            .map(|s| s.completed.clone())
+            .unwrap_or_default();
         let flows: Vec<Value> = flows.iter().map(|f| json!({"stages": f})).collect();
         // The first challenge carries no errcode; a failed stage carries its error.
         let mut out = error.unwrap_or_else(|| Error::new(401, "", ""));
@@ -53,14 +70,23 @@ impl UiaSessions {
 
     pub fn complete_stage(&self, session: &str, stage: &str) {
         let mut sessions = self.sessions.lock();
-        let entry = sessions.entry(session.to_owned()).or_insert_with(|| Session { completed: Vec::new(), created: now_ms() });
+        let entry = sessions
+            .entry(session.to_owned())
+            .or_insert_with(|| Session {
+                completed: Vec::new(),
+                created: now_ms(),
+            });
         if !entry.completed.iter().any(|s| s == stage) {
             entry.completed.push(stage.to_owned());
         }
     }
 
     pub fn completed(&self, session: &str) -> Vec<String> {
-        self.sessions.lock().get(session).map(|s| s.completed.clone()).unwrap_or_default()
+        self.sessions
+            .lock()
+            .get(session)
+            .map(|s| s.completed.clone())
+            .unwrap_or_default()
     }
 
     pub fn finish(&self, session: &str) {
@@ -70,6 +96,8 @@ impl UiaSessions {
     /// Whether a flow is fully completed in this session.
     pub fn flow_done(&self, session: &str, flows: &[Vec<&str>]) -> bool {
         let done = self.completed(session);
-        flows.iter().any(|f| f.iter().all(|stage| done.iter().any(|d| d == stage)))
+        flows
+            .iter()
+            .any(|f| f.iter().all(|stage| done.iter().any(|d| d == stage)))
     }
 }

@@ -13,11 +13,22 @@ pub type StateMap = HashMap<(String, String), Arc<Pdu>>;
 
 /// Runs the state-independent and state-dependent auth rules. `by_id` resolves the
 /// event's `auth_events`.
-pub fn check(rules: &AuthorizationRules, pdu: &Pdu, state: &StateMap, by_id: &HashMap<&EventId, &Pdu>) -> Result<()> {
-    ruma::state_res::check_state_independent_auth_rules(rules, pdu, |id: &EventId| by_id.get(id).copied())
-        .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
-    ruma::state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
-        state.get(&(kind.to_string(), key.to_owned())).map(|p| &**p)
+pub fn check(
+    rules: &AuthorizationRules,
+    pdu: &Pdu,
+    state: &StateMap,
+    by_id: &HashMap<&EventId, &Pdu>,
+) -> Result<()> {
+    ruma::state_res::check_state_independent_auth_rules(rules, pdu, |id: &EventId| {
+        by_id.get(id).copied()
     })
+    .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))?;
+    ruma::state_res::check_state_dependent_auth_rules(
+        rules,
+        pdu,
+        |kind: &StateEventType, key: &str| {
+            state.get(&(kind.to_string(), key.to_owned())).map(|p| &**p)
+        },
+    )
     .map_err(|reason| Error::forbidden(format!("Event not authorised: {reason}")))
 }

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use ruma::{
-    canonical_json::to_canonical_value, events::TimelineEventType, room_version_rules::RoomVersionRules, CanonicalJsonObject,
-    CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, RoomId, UserId,
+    canonical_json::to_canonical_value, events::TimelineEventType,
+    room_version_rules::RoomVersionRules, CanonicalJsonObject, CanonicalJsonValue, EventId,
+    OwnedEventId, OwnedRoomId, RoomId, UserId,
 };
 use serde_json::{json, value::to_raw_value};
 
@@ -27,10 +28,20 @@ pub struct EventDraft {
 
 impl EventDraft {
     pub fn state(kind: &str, state_key: &str, content: serde_json::Value) -> Self {
-        Self { kind: kind.to_owned(), state_key: Some(state_key.to_owned()), content, redacts: None }
+        Self {
+            kind: kind.to_owned(),
+            state_key: Some(state_key.to_owned()),
+            content,
+            redacts: None,
+        }
     }
     pub fn message(kind: &str, content: serde_json::Value) -> Self {
-        Self { kind: kind.to_owned(), state_key: None, content, redacts: None }
+        Self {
+            kind: kind.to_owned(),
+            state_key: None,
+            content,
+            redacts: None,
+        }
     }
 }
 
@@ -66,7 +77,11 @@ pub fn build(ctx: &BuildContext<'_>, sender: &UserId, draft: &EventDraft) -> Res
     .map_err(Error::bad_json)?;
     let mut auth_events: Vec<OwnedEventId> = auth_types
         .iter()
-        .filter_map(|(t, k)| ctx.state.get(&(t.to_string(), k.clone())).map(|p| p.event_id.clone()))
+        .filter_map(|(t, k)| {
+            ctx.state
+                .get(&(t.to_string(), k.clone()))
+                .map(|p| p.event_id.clone())
+        })
         .collect();
     auth_events.sort();
     auth_events.dedup();
@@ -94,19 +109,27 @@ pub fn build(ctx: &BuildContext<'_>, sender: &UserId, draft: &EventDraft) -> Res
             obj["content"]["redacts"] = json!(redacts);
         }
     }
-    let CanonicalJsonValue::Object(mut object) =
-        to_canonical_value(obj).map_err(|e| Error::bad_json(format!("event is not canonical JSON: {e}")))?
+    let CanonicalJsonValue::Object(mut object) = to_canonical_value(obj)
+        .map_err(|e| Error::bad_json(format!("event is not canonical JSON: {e}")))?
     else {
         return Err(Error::unknown("event did not serialise to an object"));
     };
     // The spec caps a PDU at 65536 bytes of canonical JSON; refuse before signing
     // (the signature and hashes add about 200 bytes).
     if canonical_string(&object).len() > 65_536 - 256 {
-        return Err(Error::too_large("Event is larger than the 64 KiB PDU limit."));
+        return Err(Error::too_large(
+            "Event is larger than the 64 KiB PDU limit.",
+        ));
     }
-    ruma::signatures::hash_and_sign_event(ctx.server_name, &ctx.key.pair, &mut object, &ctx.rules.redaction)
-        .map_err(|e| Error::bad_json(format!("cannot sign event: {e}")))?;
-    let hash = ruma::signatures::reference_hash(&object, ctx.rules).map_err(|e| Error::too_large(format!("event too large: {e}")))?;
+    ruma::signatures::hash_and_sign_event(
+        ctx.server_name,
+        &ctx.key.pair,
+        &mut object,
+        &ctx.rules.redaction,
+    )
+    .map_err(|e| Error::bad_json(format!("cannot sign event: {e}")))?;
+    let hash = ruma::signatures::reference_hash(&object, ctx.rules)
+        .map_err(|e| Error::too_large(format!("event too large: {e}")))?;
     let event_id = EventId::parse(format!("${hash}")).map_err(|e| Error::unknown(e.to_string()))?;
     let room_id: OwnedRoomId = match ctx.room_id {
         Some(r) => r.to_owned(),
@@ -125,10 +148,13 @@ pub fn canonical_string(object: &CanonicalJsonObject) -> String {
 /// The redacted form of a stored PDU, by the room version's redaction algorithm.
 pub fn redact_json(pdu_json: &str, rules: &RoomVersionRules) -> Result<String> {
     let value: serde_json::Value = serde_json::from_str(pdu_json)?;
-    let CanonicalJsonValue::Object(object) = to_canonical_value(value).map_err(|e| Error::unknown(e.to_string()))? else {
+    let CanonicalJsonValue::Object(object) =
+        to_canonical_value(value).map_err(|e| Error::unknown(e.to_string()))?
+    else {
         return Err(Error::unknown("stored PDU is not an object"));
     };
-    let redacted = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(|e| Error::unknown(e.to_string()))?;
+    let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+        .map_err(|e| Error::unknown(e.to_string()))?;
     Ok(canonical_string(&redacted))
 }
 

@@ -6,11 +6,23 @@ use serde_json::{Map, Value};
 use crate::storage::StoredEvent;
 
 /// Fields of a PDU that clients never see.
-const FEDERATION_ONLY: &[&str] = &["auth_events", "prev_events", "hashes", "signatures", "depth", "origin"];
+const FEDERATION_ONLY: &[&str] = &[
+    "auth_events",
+    "prev_events",
+    "hashes",
+    "signatures",
+    "depth",
+    "origin",
+];
 
 /// Renders a stored event for a client. `viewer_device` adds
 /// `unsigned.transaction_id` when the viewer's own device sent it.
-pub fn to_client(ev: &StoredEvent, viewer: Option<(&str, &str)>, now_ms: i64, with_room_id: bool) -> Value {
+pub fn to_client(
+    ev: &StoredEvent,
+    viewer: Option<(&str, &str)>,
+    now_ms: i64,
+    with_room_id: bool,
+) -> Value {
     let mut obj: Map<String, Value> = match serde_json::from_str(&ev.pdu_json) {
         Ok(Value::Object(o)) => o,
         _ => Map::new(),
@@ -32,7 +44,10 @@ pub fn to_client(ev: &StoredEvent, viewer: Option<(&str, &str)>, now_ms: i64, wi
         unsigned.insert("age".into(), Value::from((now_ms - ts).max(0)));
     }
     if let (Some((viewer_user, viewer_device)), Some((device, txn))) = (viewer, &ev.txn) {
-        let sender = obj.get("sender").and_then(Value::as_str).unwrap_or_default();
+        let sender = obj
+            .get("sender")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if sender == viewer_user && device == viewer_device {
             unsigned.insert("transaction_id".into(), Value::String(txn.clone()));
         }

@@ -1,7 +1,8 @@
 //! A parsed PDU, as stored and as checked by the auth rules.
 
 use ruma::{
-    events::TimelineEventType, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    events::TimelineEventType, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, UInt, UserId,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -55,11 +56,16 @@ impl Pdu {
     /// Parses a stored or received PDU. `room_id` is the room it belongs to, used
     /// when the PDU omits it (v12 create events).
     pub fn parse(event_id: OwnedEventId, room_id: &RoomId, json: &str) -> Result<Self> {
-        let wire: Wire = serde_json::from_str(json).map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
+        let wire: Wire =
+            serde_json::from_str(json).map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
         // From room v11 `redacts` lives in the content; accept either place.
         let redacts = wire.redacts.or_else(|| {
             (wire.kind == "m.room.redaction")
-                .then(|| serde_json::from_str::<RedactsInContent>(wire.content.get()).ok().and_then(|c| c.redacts))
+                .then(|| {
+                    serde_json::from_str::<RedactsInContent>(wire.content.get())
+                        .ok()
+                        .and_then(|c| c.redacts)
+                })
                 .flatten()
         });
         Ok(Self {
@@ -85,7 +91,10 @@ impl Pdu {
 
     /// A string field of the content, e.g. `membership` or `join_rule`.
     pub fn content_str(&self, field: &str) -> Option<String> {
-        self.content_value().get(field).and_then(|v| v.as_str()).map(str::to_owned)
+        self.content_value()
+            .get(field)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
     }
 
     pub fn is_state(&self) -> bool {

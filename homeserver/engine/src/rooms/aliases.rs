@@ -6,33 +6,66 @@ use super::RoomService;
 use crate::error::{Error, Result};
 
 impl RoomService {
-    pub async fn set_alias(&self, alias: &RoomAliasId, room_id: &ruma::RoomId, creator: &UserId) -> Result<()> {
+    pub async fn set_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &ruma::RoomId,
+        creator: &UserId,
+    ) -> Result<()> {
         if alias.server_name() != self.core.server_name {
             return Err(Error::invalid_param("Alias must be on this server."));
         }
         self.require_joined(room_id, creator.as_str()).await?;
-        if !self.core.storage.rooms.set_alias(alias.as_str(), room_id.as_str(), creator.as_str()).await? {
+        if !self
+            .core
+            .storage
+            .rooms
+            .set_alias(alias.as_str(), room_id.as_str(), creator.as_str())
+            .await?
+        {
             return Err(Error::new(409, "M_UNKNOWN", "Room alias already exists."));
         }
         Ok(())
     }
 
     pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId> {
-        let (room_id, _) =
-            self.core.storage.rooms.get_alias(alias.as_str()).await?.ok_or_else(|| Error::not_found("Room alias not found."))?;
+        let (room_id, _) = self
+            .core
+            .storage
+            .rooms
+            .get_alias(alias.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Room alias not found."))?;
         OwnedRoomId::try_from(room_id).map_err(|e| Error::unknown(e.to_string()))
     }
 
     /// Deletes an alias; its creator or a room moderator may.
-    pub async fn delete_alias(&self, alias: &RoomAliasId, user: &UserId, is_admin: bool) -> Result<()> {
-        let (room_id, creator) =
-            self.core.storage.rooms.get_alias(alias.as_str()).await?.ok_or_else(|| Error::not_found("Room alias not found."))?;
+    pub async fn delete_alias(
+        &self,
+        alias: &RoomAliasId,
+        user: &UserId,
+        is_admin: bool,
+    ) -> Result<()> {
+        let (room_id, creator) = self
+            .core
+            .storage
+            .rooms
+            .get_alias(alias.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Room alias not found."))?;
         if creator != user.as_str() && !is_admin {
-            let room_id = OwnedRoomId::try_from(room_id).map_err(|e| Error::unknown(e.to_string()))?;
+            let room_id =
+                OwnedRoomId::try_from(room_id).map_err(|e| Error::unknown(e.to_string()))?;
             let room = self.require_joined(&room_id, user.as_str()).await?;
             let st = room.read().await;
-            let levels = st.state_event("m.room.power_levels", "").map(|p| p.content_value()).unwrap_or_default();
-            let needed = levels["events"]["m.room.canonical_alias"].as_i64().or(levels["state_default"].as_i64()).unwrap_or(50);
+            let levels = st
+                .state_event("m.room.power_levels", "")
+                .map(|p| p.content_value())
+                .unwrap_or_default();
+            let needed = levels["events"]["m.room.canonical_alias"]
+                .as_i64()
+                .or(levels["state_default"].as_i64())
+                .unwrap_or(50);
             if super::send::user_power(&st, &levels, user.as_str()) < needed {
                 return Err(Error::forbidden("You may not delete this alias."));
             }
@@ -45,8 +78,12 @@ impl RoomService {
     pub async fn public_rooms(&self) -> Result<Vec<serde_json::Value>> {
         let mut out = Vec::new();
         for id in self.core.storage.rooms.public_rooms().await? {
-            let Ok(room_id) = OwnedRoomId::try_from(id.as_str()) else { continue };
-            let Some(room) = self.get(&room_id).await? else { continue };
+            let Ok(room_id) = OwnedRoomId::try_from(id.as_str()) else {
+                continue;
+            };
+            let Some(room) = self.get(&room_id).await? else {
+                continue;
+            };
             let st = room.read().await;
             let mut chunk = serde_json::json!({
                 "room_id": room_id,
@@ -65,7 +102,10 @@ impl RoomService {
                     chunk[out_field] = serde_json::json!(v);
                 }
             }
-            if let Some(t) = st.state_event("m.room.create", "").and_then(|p| p.content_str("type")) {
+            if let Some(t) = st
+                .state_event("m.room.create", "")
+                .and_then(|p| p.content_str("type"))
+            {
                 chunk["room_type"] = serde_json::json!(t);
             }
             out.push(chunk);

@@ -11,8 +11,8 @@ use crate::{
     error::{Error, Result},
     events::{
         auth,
-        builder::{self, BuildContext, EventDraft},
         auth::StateMap,
+        builder::{self, BuildContext, EventDraft},
     },
     storage::RoomRecord,
     util::now_ms,
@@ -41,19 +41,28 @@ pub struct CreateRoom {
 impl RoomService {
     pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
         let core = self.core.clone();
-        let version_str = req.room_version.clone().unwrap_or_else(|| DEFAULT_ROOM_VERSION.to_owned());
+        let version_str = req
+            .room_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROOM_VERSION.to_owned());
         if !SUPPORTED_ROOM_VERSIONS.contains(&version_str.as_str()) {
             return Err(Error::unsupported_room_version(&version_str));
         }
-        let version = RoomVersionId::try_from(version_str.as_str()).map_err(|_| Error::unsupported_room_version(&version_str))?;
-        let rules = version.rules().ok_or_else(|| Error::unsupported_room_version(&version_str))?;
+        let version = RoomVersionId::try_from(version_str.as_str())
+            .map_err(|_| Error::unsupported_room_version(&version_str))?;
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::unsupported_room_version(&version_str))?;
         for invitee in &req.invite {
-            UserId::parse(invitee).map_err(|_| Error::invalid_param(format!("Invalid user id to invite: {invitee}")))?;
+            UserId::parse(invitee).map_err(|_| {
+                Error::invalid_param(format!("Invalid user id to invite: {invitee}"))
+            })?;
         }
         let alias = match &req.alias_localpart {
             Some(local) => {
                 let alias = format!("#{local}:{}", core.server_name);
-                ruma::RoomAliasId::parse(&alias).map_err(|_| Error::new(400, "M_INVALID_PARAM", "Invalid room alias."))?;
+                ruma::RoomAliasId::parse(&alias)
+                    .map_err(|_| Error::new(400, "M_INVALID_PARAM", "Invalid room alias."))?;
                 if core.storage.rooms.get_alias(&alias).await?.is_some() {
                     return Err(Error::room_in_use());
                 }
@@ -61,7 +70,13 @@ impl RoomService {
             }
             None => None,
         };
-        let preset = req.preset.clone().unwrap_or_else(|| if req.is_public { "public_chat".into() } else { "private_chat".into() });
+        let preset = req.preset.clone().unwrap_or_else(|| {
+            if req.is_public {
+                "public_chat".into()
+            } else {
+                "private_chat".into()
+            }
+        });
 
         // 1. m.room.create — for v12 its reference hash names the room.
         let mut create_content = req.creation_content.clone().unwrap_or_default();
@@ -79,13 +94,18 @@ impl RoomService {
             }
         }
         let random_room_id;
-        let room_id_for_build: Option<&RoomId> = if rules.authorization.room_create_event_id_as_room_id {
-            None
-        } else {
-            random_room_id = RoomId::parse(format!("!{}:{}", crate::util::random_string(18), core.server_name))
+        let room_id_for_build: Option<&RoomId> =
+            if rules.authorization.room_create_event_id_as_room_id {
+                None
+            } else {
+                random_room_id = RoomId::parse(format!(
+                    "!{}:{}",
+                    crate::util::random_string(18),
+                    core.server_name
+                ))
                 .map_err(|e| Error::unknown(e.to_string()))?;
-            Some(&random_room_id)
-        };
+                Some(&random_room_id)
+            };
         let empty = StateMap::new();
         let draft = EventDraft::state("m.room.create", "", Value::Object(create_content));
         let ctx = BuildContext {
@@ -99,7 +119,12 @@ impl RoomService {
             now_ms: now_ms(),
         };
         let built = builder::build(&ctx, creator, &draft)?;
-        auth::check(&rules.authorization, &built.pdu, &empty, &Default::default())?;
+        auth::check(
+            &rules.authorization,
+            &built.pdu,
+            &empty,
+            &Default::default(),
+        )?;
         let room_id = built.pdu.room_id.clone();
         core.storage
             .rooms
@@ -136,7 +161,13 @@ impl RoomService {
                 member["avatar_url"] = json!(url);
             }
         }
-        self.send_locked(&mut st, creator, EventDraft::state("m.room.member", creator.as_str(), member), None).await?;
+        self.send_locked(
+            &mut st,
+            creator,
+            EventDraft::state("m.room.member", creator.as_str(), member),
+            None,
+        )
+        .await?;
 
         // 3. Power levels; v12 creators are implicit and must not be listed.
         let privileged = st.rules.authorization.explicitly_privilege_room_creators;
@@ -161,7 +192,7 @@ impl RoomService {
             },
             "events_default": 0,
             "state_default": 50,
-            "ban": 50, "kick": 50, "redact": 50, "invite": if preset == "public_chat" { 0 } else { 0 },
+            "ban": 50, "kick": 50, "redact": 50, "invite": 0,
             "notifications": {"room": 50},
         });
         if let Some(overrides) = req.power_level_content_override {
@@ -169,45 +200,87 @@ impl RoomService {
                 levels[k] = v;
             }
         }
-        self.send_locked(&mut st, creator, EventDraft::state("m.room.power_levels", "", levels), None).await?;
+        self.send_locked(
+            &mut st,
+            creator,
+            EventDraft::state("m.room.power_levels", "", levels),
+            None,
+        )
+        .await?;
 
         // 4. Canonical alias.
         if let Some(alias) = &alias {
-            core.storage.rooms.set_alias(alias, room_id.as_str(), creator.as_str()).await?;
-            self.send_locked(&mut st, creator, EventDraft::state("m.room.canonical_alias", "", json!({"alias": alias})), None).await?;
+            core.storage
+                .rooms
+                .set_alias(alias, room_id.as_str(), creator.as_str())
+                .await?;
+            self.send_locked(
+                &mut st,
+                creator,
+                EventDraft::state("m.room.canonical_alias", "", json!({"alias": alias})),
+                None,
+            )
+            .await?;
         }
 
         // 5. The preset's join rules, history visibility and guest access.
-        let join_rule = if preset == "public_chat" { "public" } else { "invite" };
+        let join_rule = if preset == "public_chat" {
+            "public"
+        } else {
+            "invite"
+        };
         let preset_events = [
             ("m.room.join_rules", json!({"join_rule": join_rule})),
-            ("m.room.history_visibility", json!({"history_visibility": "shared"})),
+            (
+                "m.room.history_visibility",
+                json!({"history_visibility": "shared"}),
+            ),
             (
                 "m.room.guest_access",
                 json!({"guest_access": if preset == "public_chat" { "forbidden" } else { "can_join" }}),
             ),
         ];
-        let overridden: HashSet<(String, String)> =
-            req.initial_state.iter().map(|d| (d.kind.clone(), d.state_key.clone().unwrap_or_default())).collect();
+        let overridden: HashSet<(String, String)> = req
+            .initial_state
+            .iter()
+            .map(|d| (d.kind.clone(), d.state_key.clone().unwrap_or_default()))
+            .collect();
         for (kind, content) in preset_events {
             if !overridden.contains(&(kind.to_owned(), String::new())) {
-                self.send_locked(&mut st, creator, EventDraft::state(kind, "", content), None).await?;
+                self.send_locked(&mut st, creator, EventDraft::state(kind, "", content), None)
+                    .await?;
             }
         }
 
         // 6. initial_state, then 7. name and topic.
         for draft in req.initial_state {
-            if draft.kind == "m.room.create" || draft.kind == "m.room.member" || draft.kind == "m.room.power_levels" {
+            if draft.kind == "m.room.create"
+                || draft.kind == "m.room.member"
+                || draft.kind == "m.room.power_levels"
+            {
                 continue;
             }
             self.send_locked(&mut st, creator, draft, None).await?;
         }
         if let Some(name) = req.name {
-            self.send_locked(&mut st, creator, EventDraft::state("m.room.name", "", json!({"name": name})), None).await?;
+            self.send_locked(
+                &mut st,
+                creator,
+                EventDraft::state("m.room.name", "", json!({"name": name})),
+                None,
+            )
+            .await?;
         }
         if let Some(topic) = req.topic {
-            let content = json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]});
-            self.send_locked(&mut st, creator, EventDraft::state("m.room.topic", "", content), None).await?;
+            let content =
+                json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]});
+            self.send_locked(
+                &mut st,
+                creator,
+                EventDraft::state("m.room.topic", "", content),
+                None,
+            )
+            .await?;
         }
 
         // 8. Invites.
@@ -221,10 +294,19 @@ impl RoomService {
                     content["displayname"] = json!(name);
                 }
             }
-            self.send_locked(&mut st, creator, EventDraft::state("m.room.member", invitee, content), None).await?;
+            self.send_locked(
+                &mut st,
+                creator,
+                EventDraft::state("m.room.member", invitee, content),
+                None,
+            )
+            .await?;
         }
         if req.is_public {
-            core.storage.rooms.set_room_public(room_id.as_str(), true).await?;
+            core.storage
+                .rooms
+                .set_room_public(room_id.as_str(), true)
+                .await?;
         }
         Ok(room_id)
     }

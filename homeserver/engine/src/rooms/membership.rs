@@ -11,19 +11,41 @@ use crate::{
 
 impl RoomService {
     /// Joins a local user to a room on this server.
-    pub async fn join(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<OwnedRoomId> {
-        let room = self.get(room_id).await?.ok_or_else(|| Error::not_found("No known servers to join this room through."))?;
+    pub async fn join(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<OwnedRoomId> {
+        let room = self
+            .get(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("No known servers to join this room through."))?;
         let mut st = room.write().await;
         if st.membership_of(user.as_str()).as_deref() == Some("join") {
             return Ok(room_id.to_owned());
         }
         let content = self.member_content(user, "join", reason).await?;
-        self.send_locked(&mut st, user, EventDraft::state("m.room.member", user.as_str(), content), None).await?;
+        self.send_locked(
+            &mut st,
+            user,
+            EventDraft::state("m.room.member", user.as_str(), content),
+            None,
+        )
+        .await?;
         Ok(room_id.to_owned())
     }
 
-    pub async fn leave(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
-        let room = self.get(room_id).await?.ok_or_else(|| Error::not_found("Unknown room."))?;
+    pub async fn leave(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let room = self
+            .get(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room."))?;
         let mut st = room.write().await;
         match st.membership_of(user.as_str()).as_deref() {
             Some("join") | Some("invite") | Some("knock") => {}
@@ -34,7 +56,13 @@ impl RoomService {
         if let Some(r) = reason {
             content["reason"] = json!(r);
         }
-        self.send_locked(&mut st, user, EventDraft::state("m.room.member", user.as_str(), content), None).await?;
+        self.send_locked(
+            &mut st,
+            user,
+            EventDraft::state("m.room.member", user.as_str(), content),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -48,7 +76,10 @@ impl RoomService {
         reason: Option<String>,
         is_direct: bool,
     ) -> Result<()> {
-        let room = self.get(room_id).await?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+        let room = self
+            .get(room_id)
+            .await?
+            .ok_or_else(|| Error::forbidden("You are not in this room."))?;
         let mut st = room.write().await;
         if st.membership_of(sender.as_str()).as_deref() != Some("join") {
             return Err(Error::forbidden("You are not in this room."));
@@ -58,32 +89,63 @@ impl RoomService {
             "invite" if current.as_deref() == Some("join") => {
                 return Err(Error::forbidden("The user is already in the room."));
             }
-            "invite" if current.as_deref() == Some("ban") => return Err(Error::forbidden("The user is banned.")),
+            "invite" if current.as_deref() == Some("ban") => {
+                return Err(Error::forbidden("The user is banned."))
+            }
             "invite" if current.as_deref() == Some("invite") => return Ok(()),
             "unban" if current.as_deref() != Some("ban") => return Ok(()),
             _ => {}
         }
-        let wire = if membership == "unban" { "leave" } else { membership };
-        let mut content = if wire == "invite" { self.member_content(target, "invite", None).await? } else { json!({"membership": wire}) };
+        let wire = if membership == "unban" {
+            "leave"
+        } else {
+            membership
+        };
+        let mut content = if wire == "invite" {
+            self.member_content(target, "invite", None).await?
+        } else {
+            json!({"membership": wire})
+        };
         if let Some(r) = reason {
             content["reason"] = json!(r);
         }
         if is_direct {
             content["is_direct"] = json!(true);
         }
-        self.send_locked(&mut st, sender, EventDraft::state("m.room.member", target.as_str(), content), None).await?;
+        self.send_locked(
+            &mut st,
+            sender,
+            EventDraft::state("m.room.member", target.as_str(), content),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
         match self.membership(room_id, user.as_str()).await?.as_deref() {
-            Some("join") | Some("invite") => Err(Error::new(400, "M_UNKNOWN", "You must leave the room before forgetting it.")),
-            _ => self.core.storage.rooms.forget_room(user.as_str(), room_id.as_str()).await,
+            Some("join") | Some("invite") => Err(Error::new(
+                400,
+                "M_UNKNOWN",
+                "You must leave the room before forgetting it.",
+            )),
+            _ => {
+                self.core
+                    .storage
+                    .rooms
+                    .forget_room(user.as_str(), room_id.as_str())
+                    .await
+            }
         }
     }
 
     /// A member event's content with the user's profile.
-    async fn member_content(&self, user: &UserId, membership: &str, reason: Option<String>) -> Result<Value> {
+    async fn member_content(
+        &self,
+        user: &UserId,
+        membership: &str,
+        reason: Option<String>,
+    ) -> Result<Value> {
         let mut content = json!({"membership": membership});
         if let Some(p) = self.core.storage.accounts.get_user(user.as_str()).await? {
             if let Some(name) = p.displayname {
@@ -101,11 +163,26 @@ impl RoomService {
 
     /// Re-sends the user's member event in every joined room after a profile change.
     pub async fn propagate_profile(&self, user: &UserId) -> Result<()> {
-        let memberships = self.core.storage.rooms.memberships_for_user(user.as_str()).await?;
+        let memberships = self
+            .core
+            .storage
+            .rooms
+            .memberships_for_user(user.as_str())
+            .await?;
         for m in memberships.into_iter().filter(|m| m.membership == "join") {
-            let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else { continue };
+            let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else {
+                continue;
+            };
             let content = self.member_content(user, "join", None).await?;
-            if let Err(e) = self.send(&room_id, user, EventDraft::state("m.room.member", user.as_str(), content), None).await {
+            if let Err(e) = self
+                .send(
+                    &room_id,
+                    user,
+                    EventDraft::state("m.room.member", user.as_str(), content),
+                    None,
+                )
+                .await
+            {
                 tracing::warn!(room = %room_id, error = %e, "could not propagate profile change");
             }
         }

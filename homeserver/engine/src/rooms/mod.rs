@@ -17,7 +17,9 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use ruma::{room_version_rules::RoomVersionRules, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId};
+use ruma::{
+    room_version_rules::RoomVersionRules, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
+};
 use tokio::sync::RwLock;
 
 pub use create::{CreateRoom, DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
@@ -52,7 +54,8 @@ impl RoomState {
     }
 
     pub fn membership_of(&self, user_id: &str) -> Option<String> {
-        self.state_event("m.room.member", user_id).and_then(|p| p.content_str("membership"))
+        self.state_event("m.room.member", user_id)
+            .and_then(|p| p.content_str("membership"))
     }
 
     pub fn is_large(&self) -> bool {
@@ -61,7 +64,9 @@ impl RoomState {
 
     /// `join_rule` of the room (`invite` when unset, per spec).
     pub fn join_rule(&self) -> String {
-        self.state_event("m.room.join_rules", "").and_then(|p| p.content_str("join_rule")).unwrap_or_else(|| "invite".into())
+        self.state_event("m.room.join_rules", "")
+            .and_then(|p| p.content_str("join_rule"))
+            .unwrap_or_else(|| "invite".into())
     }
 
     pub fn history_visibility(&self) -> String {
@@ -97,7 +102,11 @@ pub struct RoomService {
 
 impl RoomService {
     pub fn new(core: Arc<Core>) -> Self {
-        Self { core, cache: Default::default(), loading: Default::default() }
+        Self {
+            core,
+            cache: Default::default(),
+            loading: Default::default(),
+        }
     }
 
     /// The room's in-memory state, loading it on first use. `None` if unknown here.
@@ -109,7 +118,9 @@ impl RoomService {
         if let Some(h) = self.cache.lock().get(room_id) {
             return Ok(Some(h.clone()));
         }
-        let Some(state) = self.load(room_id).await? else { return Ok(None) };
+        let Some(state) = self.load(room_id).await? else {
+            return Ok(None);
+        };
         let handle = Arc::new(RwLock::new(state));
         self.cache.lock().insert(room_id.to_owned(), handle.clone());
         Ok(Some(handle))
@@ -117,22 +128,36 @@ impl RoomService {
 
     /// Like [`get`](Self::get), but an unknown room is `M_NOT_FOUND`.
     pub async fn require(&self, room_id: &RoomId) -> Result<RoomHandle> {
-        self.get(room_id).await?.ok_or_else(|| Error::not_found("Unknown room."))
+        self.get(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room."))
     }
 
     async fn load(&self, room_id: &RoomId) -> Result<Option<RoomState>> {
         let storage = &self.core.storage;
-        let Some(record) = storage.rooms.get_room(room_id.as_str()).await? else { return Ok(None) };
+        let Some(record) = storage.rooms.get_room(room_id.as_str()).await? else {
+            return Ok(None);
+        };
         let version = RoomVersionId::try_from(record.room_version.as_str())
             .map_err(|_| Error::unknown("stored room has an invalid version"))?;
-        let rules = version.rules().ok_or_else(|| Error::unsupported_room_version(version.as_str()))?;
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::unsupported_room_version(version.as_str()))?;
         let mut state = StateMap::new();
         let mut joined = HashSet::new();
         let mut invited = HashSet::new();
-        for ev in storage.timeline.current_state_events(room_id.as_str()).await? {
-            let event_id = OwnedEventId::try_from(ev.event_id.as_str()).map_err(|e| Error::unknown(e.to_string()))?;
+        for ev in storage
+            .timeline
+            .current_state_events(room_id.as_str())
+            .await?
+        {
+            let event_id = OwnedEventId::try_from(ev.event_id.as_str())
+                .map_err(|e| Error::unknown(e.to_string()))?;
             let pdu = Pdu::parse(event_id, room_id, &ev.pdu_json)?;
-            let key = (pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default());
+            let key = (
+                pdu.kind.to_string(),
+                pdu.state_key.clone().unwrap_or_default(),
+            );
             if key.0 == "m.room.member" {
                 match pdu.content_str("membership").as_deref() {
                     Some("join") => {
@@ -150,7 +175,8 @@ impl RoomService {
         let mut max_depth = 0;
         for id in storage.rooms.forward_extremities(room_id.as_str()).await? {
             if let Some(ev) = storage.timeline.get_event(&id).await? {
-                let event_id = OwnedEventId::try_from(id.as_str()).map_err(|e| Error::unknown(e.to_string()))?;
+                let event_id = OwnedEventId::try_from(id.as_str())
+                    .map_err(|e| Error::unknown(e.to_string()))?;
                 let pdu = Pdu::parse(event_id.clone(), room_id, &ev.pdu_json)?;
                 max_depth = max_depth.max(pdu.depth);
                 extremities.push(event_id);
@@ -187,7 +213,10 @@ impl RoomService {
 
     /// Errors with `M_FORBIDDEN` unless the user is joined to the room.
     pub async fn require_joined(&self, room_id: &RoomId, user_id: &str) -> Result<RoomHandle> {
-        let room = self.get(room_id).await?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+        let room = self
+            .get(room_id)
+            .await?
+            .ok_or_else(|| Error::forbidden("You are not in this room."))?;
         if room.read().await.membership_of(user_id).as_deref() != Some("join") {
             return Err(Error::forbidden("You are not in this room."));
         }

@@ -35,18 +35,33 @@ impl Txn<'_> {
 impl RoomService {
     /// Sends an event into a room on behalf of a local user. A retried send with
     /// the same device and txn id returns the first event's id.
-    pub async fn send(&self, room_id: &RoomId, sender: &UserId, draft: EventDraft, txn: Option<Txn<'_>>) -> Result<OwnedEventId> {
+    pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<Txn<'_>>,
+    ) -> Result<OwnedEventId> {
         let timeline = &self.core.storage.timeline;
         if let Some(t) = txn {
-            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, &t.key()).await? {
+            if let Some(id) = timeline
+                .find_txn(sender.as_str(), t.device_id, &t.key())
+                .await?
+            {
                 return OwnedEventId::try_from(id).map_err(|e| Error::unknown(e.to_string()));
             }
         }
-        let room = self.get(room_id).await?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+        let room = self
+            .get(room_id)
+            .await?
+            .ok_or_else(|| Error::forbidden("You are not in this room."))?;
         let mut st = room.write().await;
         if let Some(t) = txn {
             // A concurrent retry may have won the race for the room lock.
-            if let Some(id) = timeline.find_txn(sender.as_str(), t.device_id, &t.key()).await? {
+            if let Some(id) = timeline
+                .find_txn(sender.as_str(), t.device_id, &t.key())
+                .await?
+            {
                 return OwnedEventId::try_from(id).map_err(|e| Error::unknown(e.to_string()));
             }
         }
@@ -62,14 +77,25 @@ impl RoomService {
         txn: Option<Txn<'_>>,
     ) -> Result<OwnedEventId> {
         let built = self.build(st, sender, &draft)?;
-        auth::check(&st.rules.authorization, &built.pdu, &st.state, &builder::index_by_id(&st.state))?;
+        auth::check(
+            &st.rules.authorization,
+            &built.pdu,
+            &st.state,
+            &builder::index_by_id(&st.state),
+        )?;
         if draft.kind == "m.room.redaction" {
-            self.check_redaction(st, sender, draft.redacts.as_ref()).await?;
+            self.check_redaction(st, sender, draft.redacts.as_ref())
+                .await?;
         }
         self.persist(st, built, txn, sender).await
     }
 
-    pub(crate) fn build(&self, st: &RoomState, sender: &UserId, draft: &EventDraft) -> Result<Built> {
+    pub(crate) fn build(
+        &self,
+        st: &RoomState,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<Built> {
         let ctx = BuildContext {
             room_id: Some(&st.room_id),
             rules: &st.rules,
@@ -84,9 +110,22 @@ impl RoomService {
     }
 
     /// Clients may redact their own events; redacting others' needs the `redact` power level.
-    async fn check_redaction(&self, st: &RoomState, sender: &UserId, target: Option<&OwnedEventId>) -> Result<()> {
+    async fn check_redaction(
+        &self,
+        st: &RoomState,
+        sender: &UserId,
+        target: Option<&OwnedEventId>,
+    ) -> Result<()> {
         let target = target.ok_or_else(|| Error::bad_json("redaction without `redacts`"))?;
-        let Some(ev) = self.core.storage.timeline.get_event(target.as_str()).await? else { return Ok(()) };
+        let Some(ev) = self
+            .core
+            .storage
+            .timeline
+            .get_event(target.as_str())
+            .await?
+        else {
+            return Ok(());
+        };
         if ev.room_id != st.room_id.as_str() {
             return Err(Error::not_found("Event not found in this room."));
         }
@@ -94,7 +133,10 @@ impl RoomService {
         if original["sender"].as_str() == Some(sender.as_str()) {
             return Ok(());
         }
-        let levels = st.state_event("m.room.power_levels", "").map(|p| p.content_value()).unwrap_or_default();
+        let levels = st
+            .state_event("m.room.power_levels", "")
+            .map(|p| p.content_value())
+            .unwrap_or_default();
         let redact_level = levels["redact"].as_i64().unwrap_or(50);
         if user_power(st, &levels, sender.as_str()) < redact_level {
             return Err(Error::forbidden("You may not redact other users' events."));
@@ -104,17 +146,31 @@ impl RoomService {
 
     /// Persists an authorised event, applies it to the in-memory room, and wakes
     /// whoever it concerns once its stream position is visible.
-    pub(crate) async fn persist(&self, st: &mut RoomState, built: Built, txn: Option<Txn<'_>>, sender: &UserId) -> Result<OwnedEventId> {
+    pub(crate) async fn persist(
+        &self,
+        st: &mut RoomState,
+        built: Built,
+        txn: Option<Txn<'_>>,
+        sender: &UserId,
+    ) -> Result<OwnedEventId> {
         let Built { pdu, json } = built;
         let core = &self.core;
         let pos = core.stream.allocate();
-        let state_after = pdu.state_key.as_ref().map(|_| (core.alloc_snapshot(), st.snapshot));
-        let membership = (pdu.kind.to_string() == "m.room.member").then(|| pdu.content_str("membership")).flatten();
+        let state_after = pdu
+            .state_key
+            .as_ref()
+            .map(|_| (core.alloc_snapshot(), st.snapshot));
+        let membership = (pdu.kind.to_string() == "m.room.member")
+            .then(|| pdu.content_str("membership"))
+            .flatten();
         let redaction = match (&pdu.redacts, pdu.kind.to_string() == "m.room.redaction") {
             (Some(target), true) => match core.storage.timeline.get_event(target.as_str()).await {
                 Ok(Some(ev)) if ev.room_id == st.room_id.as_str() => {
                     let redacted = builder::redact_json(&ev.pdu_json, &st.rules)?;
-                    Some((ev.event_id.clone(), with_redacted_because(&redacted, &pdu.event_id, &json, &st.room_id)))
+                    Some((
+                        ev.event_id.clone(),
+                        with_redacted_because(&redacted, &pdu.event_id, &json, &st.room_id),
+                    ))
                 }
                 Ok(_) => None,
                 Err(e) => {
@@ -168,7 +224,12 @@ impl RoomService {
         if st.is_large() {
             wake.push(WakeTarget::Room(st.room_id.to_string()));
         } else {
-            wake.extend(st.joined.iter().chain(st.invited.iter()).map(|u| WakeTarget::User(u.clone())));
+            wake.extend(
+                st.joined
+                    .iter()
+                    .chain(st.invited.iter())
+                    .map(|u| WakeTarget::User(u.clone())),
+            );
         }
         core.complete(pos, wake);
         Ok(event_id)
@@ -177,8 +238,15 @@ impl RoomService {
 
 /// Records the redaction in the redacted event's `unsigned.redacted_because`,
 /// which clients read to show "message deleted".
-fn with_redacted_because(redacted: &str, redaction_id: &ruma::EventId, redaction_json: &str, room_id: &ruma::RoomId) -> String {
-    let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_str::<serde_json::Value>(redacted) else {
+fn with_redacted_because(
+    redacted: &str,
+    redaction_id: &ruma::EventId,
+    redaction_json: &str,
+    room_id: &ruma::RoomId,
+) -> String {
+    let Ok(serde_json::Value::Object(mut obj)) =
+        serde_json::from_str::<serde_json::Value>(redacted)
+    else {
         return redacted.to_owned();
     };
     let because = crate::events::client_format::to_client(
@@ -199,7 +267,10 @@ fn with_redacted_because(redacted: &str, redaction_id: &ruma::EventId, redaction
     if let Some(u) = because.get_mut("unsigned").and_then(|u| u.as_object_mut()) {
         u.remove("age");
     }
-    obj.insert("unsigned".into(), serde_json::json!({"redacted_because": because}));
+    obj.insert(
+        "unsigned".into(),
+        serde_json::json!({"redacted_because": because}),
+    );
     serde_json::Value::Object(obj).to_string()
 }
 
@@ -213,14 +284,21 @@ pub fn user_power(st: &RoomState, levels: &serde_json::Value, user_id: &str) -> 
         // Without a power levels event the creator has 100 and everyone else 0.
         return if is_creator(st, user_id) { 100 } else { 0 };
     }
-    levels["users"][user_id].as_i64().or_else(|| levels["users_default"].as_i64()).unwrap_or(0)
+    levels["users"][user_id]
+        .as_i64()
+        .or_else(|| levels["users_default"].as_i64())
+        .unwrap_or(0)
 }
 
 fn is_creator(st: &RoomState, user_id: &str) -> bool {
-    let Some(create) = st.state_event("m.room.create", "") else { return false };
+    let Some(create) = st.state_event("m.room.create", "") else {
+        return false;
+    };
     if create.sender.as_str() == user_id {
         return true;
     }
     let content = create.content_value();
-    content["additional_creators"].as_array().is_some_and(|a| a.iter().any(|u| u.as_str() == Some(user_id)))
+    content["additional_creators"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|u| u.as_str() == Some(user_id)))
 }

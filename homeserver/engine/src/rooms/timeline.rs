@@ -39,11 +39,18 @@ impl TimelineService {
     }
 
     /// Errors with `M_FORBIDDEN` unless the user may read the room at all.
-    async fn require_readable(&self, room_id: &RoomId, user_id: &str) -> Result<super::visibility::VisibilityView> {
+    async fn require_readable(
+        &self,
+        room_id: &RoomId,
+        user_id: &str,
+    ) -> Result<super::visibility::VisibilityView> {
         if self.rooms.get(room_id).await?.is_none() {
             return Err(Error::forbidden("You are not allowed to view this room."));
         }
-        let view = self.rooms.visibility_view(room_id.as_str(), user_id).await?;
+        let view = self
+            .rooms
+            .visibility_view(room_id.as_str(), user_id)
+            .await?;
         if !view.may_read_room() {
             return Err(Error::forbidden("You are not allowed to view this room."));
         }
@@ -52,7 +59,10 @@ impl TimelineService {
 
     fn render(&self, events: &[StoredEvent], user_id: &str, device_id: &str) -> Vec<Value> {
         let now = now_ms();
-        events.iter().map(|e| to_client(e, Some((user_id, device_id)), now, true)).collect()
+        events
+            .iter()
+            .map(|e| to_client(e, Some((user_id, device_id)), now, true))
+            .collect()
     }
 
     pub async fn messages(&self, req: MessagesRequest<'_>) -> Result<Value> {
@@ -67,19 +77,43 @@ impl TimelineService {
         let to = req.to.map(parse_token).transpose()?;
         let limit = req.limit.clamp(1, 1000);
         let (raw, end) = if req.backward {
-            let raw = timeline.room_events(req.room_id.as_str(), from, to.unwrap_or(0), Direction::Backward, limit).await?;
-            let end = (raw.len() == limit).then(|| raw.last().map(|e| e.stream_pos - 1)).flatten();
+            let raw = timeline
+                .room_events(
+                    req.room_id.as_str(),
+                    from,
+                    to.unwrap_or(0),
+                    Direction::Backward,
+                    limit,
+                )
+                .await?;
+            let end = (raw.len() == limit)
+                .then(|| raw.last().map(|e| e.stream_pos - 1))
+                .flatten();
             (raw, end)
         } else {
             let upper = to.unwrap_or(current).min(current);
-            let raw = timeline.room_events(req.room_id.as_str(), from, upper, Direction::Forward, limit).await?;
-            let end = (raw.len() == limit).then(|| raw.last().map(|e| e.stream_pos)).flatten();
+            let raw = timeline
+                .room_events(req.room_id.as_str(), from, upper, Direction::Forward, limit)
+                .await?;
+            let end = (raw.len() == limit)
+                .then(|| raw.last().map(|e| e.stream_pos))
+                .flatten();
             (raw, end)
         };
-        let visible: Vec<StoredEvent> = raw.into_iter().filter(|e| !e.rejected && view.can_see(e.stream_pos)).collect();
-        let chunk: Vec<Value> =
-            self.render(&visible, req.user_id, req.device_id).into_iter().filter(|e| req.filter.event_allowed(e)).collect();
-        let state = if req.filter.lazy_load_members { self.member_events_for(req.room_id, &chunk).await? } else { Vec::new() };
+        let visible: Vec<StoredEvent> = raw
+            .into_iter()
+            .filter(|e| !e.rejected && view.can_see(e.stream_pos))
+            .collect();
+        let chunk: Vec<Value> = self
+            .render(&visible, req.user_id, req.device_id)
+            .into_iter()
+            .filter(|e| req.filter.event_allowed(e))
+            .collect();
+        let state = if req.filter.lazy_load_members {
+            self.member_events_for(req.room_id, &chunk).await?
+        } else {
+            Vec::new()
+        };
         let mut out = json!({"chunk": chunk, "start": make_token(from), "state": state});
         if let Some(end) = end {
             out["end"] = json!(make_token(end));
@@ -93,7 +127,13 @@ impl TimelineService {
         let room = self.rooms.require(room_id).await?;
         let ids: Vec<String> = {
             let st = room.read().await;
-            senders.iter().filter_map(|s| st.state_event("m.room.member", s).map(|p| p.event_id.to_string())).collect()
+            senders
+                .iter()
+                .filter_map(|s| {
+                    st.state_event("m.room.member", s)
+                        .map(|p| p.event_id.to_string())
+                })
+                .collect()
         };
         let mut out = Vec::new();
         for id in ids {
@@ -105,7 +145,13 @@ impl TimelineService {
     }
 
     /// A single event, if the user may see it.
-    pub async fn event(&self, user_id: &str, device_id: &str, room_id: &RoomId, event_id: &str) -> Result<Value> {
+    pub async fn event(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        room_id: &RoomId,
+        event_id: &str,
+    ) -> Result<Value> {
         let view = self.require_readable(room_id, user_id).await?;
         let ev = self
             .core
@@ -122,7 +168,15 @@ impl TimelineService {
     }
 
     /// `/context/{eventId}`: the event with up to `limit` events around it.
-    pub async fn context(&self, user_id: &str, device_id: &str, room_id: &RoomId, event_id: &str, limit: usize, filter: Filter) -> Result<Value> {
+    pub async fn context(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        room_id: &RoomId,
+        event_id: &str,
+        limit: usize,
+        filter: Filter,
+    ) -> Result<Value> {
         let view = self.require_readable(room_id, user_id).await?;
         let timeline = &self.core.storage.timeline;
         let ev = timeline
@@ -133,13 +187,45 @@ impl TimelineService {
         let current = self.core.stream.current();
         let before_n = limit / 2;
         let after_n = limit - before_n;
-        let before = timeline.room_events(room_id.as_str(), ev.stream_pos - 1, 0, Direction::Backward, before_n.max(1)).await?;
-        let after = timeline.room_events(room_id.as_str(), ev.stream_pos, current, Direction::Forward, after_n.max(1)).await?;
-        let before: Vec<StoredEvent> = before.into_iter().take(before_n).filter(|e| view.can_see(e.stream_pos)).collect();
-        let after: Vec<StoredEvent> = after.into_iter().take(after_n).filter(|e| view.can_see(e.stream_pos)).collect();
-        let start = before.last().map(|e| e.stream_pos - 1).unwrap_or(ev.stream_pos - 1);
+        let before = timeline
+            .room_events(
+                room_id.as_str(),
+                ev.stream_pos - 1,
+                0,
+                Direction::Backward,
+                before_n.max(1),
+            )
+            .await?;
+        let after = timeline
+            .room_events(
+                room_id.as_str(),
+                ev.stream_pos,
+                current,
+                Direction::Forward,
+                after_n.max(1),
+            )
+            .await?;
+        let before: Vec<StoredEvent> = before
+            .into_iter()
+            .take(before_n)
+            .filter(|e| view.can_see(e.stream_pos))
+            .collect();
+        let after: Vec<StoredEvent> = after
+            .into_iter()
+            .take(after_n)
+            .filter(|e| view.can_see(e.stream_pos))
+            .collect();
+        let start = before
+            .last()
+            .map(|e| e.stream_pos - 1)
+            .unwrap_or(ev.stream_pos - 1);
         let end = after.last().map(|e| e.stream_pos).unwrap_or(ev.stream_pos);
-        let state_ids = self.core.storage.rooms.snapshot_state(ev.state_before).await?;
+        let state_ids = self
+            .core
+            .storage
+            .rooms
+            .snapshot_state(ev.state_before)
+            .await?;
         let mut state = Vec::new();
         for (t, _, id) in &state_ids {
             if filter.lazy_load_members && t == "m.room.member" {
@@ -161,27 +247,61 @@ impl TimelineService {
 
     /// The state a user may see: current state while joined, otherwise the state
     /// when they left (or current state for world-readable rooms).
-    pub async fn state_ids_for(&self, user_id: &str, room_id: &RoomId) -> Result<Vec<(String, String, String)>> {
-        let room = self.rooms.get(room_id).await?.ok_or_else(|| Error::forbidden("You are not allowed to view this room."))?;
+    pub async fn state_ids_for(
+        &self,
+        user_id: &str,
+        room_id: &RoomId,
+    ) -> Result<Vec<(String, String, String)>> {
+        let room = self
+            .rooms
+            .get(room_id)
+            .await?
+            .ok_or_else(|| Error::forbidden("You are not allowed to view this room."))?;
         let (membership, member_event, world_readable, current) = {
             let st = room.read().await;
-            let member = st.state_event("m.room.member", user_id).map(|p| p.event_id.to_string());
-            let current: Vec<(String, String, String)> =
-                st.state.iter().map(|((t, k), p)| (t.clone(), k.clone(), p.event_id.to_string())).collect();
-            (st.membership_of(user_id), member, st.history_visibility() == "world_readable", current)
+            let member = st
+                .state_event("m.room.member", user_id)
+                .map(|p| p.event_id.to_string());
+            let current: Vec<(String, String, String)> = st
+                .state
+                .iter()
+                .map(|((t, k), p)| (t.clone(), k.clone(), p.event_id.to_string()))
+                .collect();
+            (
+                st.membership_of(user_id),
+                member,
+                st.history_visibility() == "world_readable",
+                current,
+            )
         };
         match membership.as_deref() {
             Some("join") => Ok(current),
             _ if world_readable => Ok(current),
             Some("leave") | Some("ban") => {
-                let Some(id) = member_event else { return Err(Error::forbidden("You are not in this room.")) };
-                let ev = self.core.storage.timeline.get_event(&id).await?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+                let Some(id) = member_event else {
+                    return Err(Error::forbidden("You are not in this room."));
+                };
+                let ev = self
+                    .core
+                    .storage
+                    .timeline
+                    .get_event(&id)
+                    .await?
+                    .ok_or_else(|| Error::forbidden("You are not in this room."))?;
                 // Only someone who had been joined may see the state at their departure.
-                let view = self.rooms.visibility_view(room_id.as_str(), user_id).await?;
+                let view = self
+                    .rooms
+                    .visibility_view(room_id.as_str(), user_id)
+                    .await?;
                 if !view.may_read_room() {
                     return Err(Error::forbidden("You are not in this room."));
                 }
-                let mut state = self.core.storage.rooms.snapshot_state(ev.state_before).await?;
+                let mut state = self
+                    .core
+                    .storage
+                    .rooms
+                    .snapshot_state(ev.state_before)
+                    .await?;
                 state.retain(|(t, k, _)| !(t == "m.room.member" && k == user_id));
                 state.push(("m.room.member".into(), user_id.to_owned(), id));
                 Ok(state)
@@ -190,7 +310,12 @@ impl TimelineService {
         }
     }
 
-    pub async fn state_events(&self, user_id: &str, room_id: &RoomId, only_type: Option<&str>) -> Result<Vec<Value>> {
+    pub async fn state_events(
+        &self,
+        user_id: &str,
+        room_id: &RoomId,
+        only_type: Option<&str>,
+    ) -> Result<Vec<Value>> {
         let ids = self.state_ids_for(user_id, room_id).await?;
         let mut out = Vec::new();
         for (t, _, id) in ids {
@@ -205,13 +330,25 @@ impl TimelineService {
     }
 
     /// The content of one state event.
-    pub async fn state_event(&self, user_id: &str, room_id: &RoomId, kind: &str, key: &str) -> Result<Value> {
+    pub async fn state_event(
+        &self,
+        user_id: &str,
+        room_id: &RoomId,
+        kind: &str,
+        key: &str,
+    ) -> Result<Value> {
         let ids = self.state_ids_for(user_id, room_id).await?;
         let (_, _, id) = ids
             .into_iter()
             .find(|(t, k, _)| t == kind && k == key)
             .ok_or_else(|| Error::not_found("Event not found."))?;
-        let ev = self.core.storage.timeline.get_event(&id).await?.ok_or_else(|| Error::not_found("Event not found."))?;
+        let ev = self
+            .core
+            .storage
+            .timeline
+            .get_event(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("Event not found."))?;
         Ok(to_client(&ev, None, now_ms(), true))
     }
 }

@@ -23,11 +23,20 @@ pub struct VisibilityView {
 
 impl VisibilityView {
     fn membership_at(&self, pos: StreamPos) -> Option<&str> {
-        self.memberships.iter().rev().find(|(p, _)| *p <= pos).map(|(_, m)| m.as_str())
+        self.memberships
+            .iter()
+            .rev()
+            .find(|(p, _)| *p <= pos)
+            .map(|(_, m)| m.as_str())
     }
 
     fn visibility_at(&self, pos: StreamPos) -> &str {
-        self.visibilities.iter().rev().find(|(p, _)| *p < pos).map(|(_, v)| v.as_str()).unwrap_or("shared")
+        self.visibilities
+            .iter()
+            .rev()
+            .find(|(p, _)| *p < pos)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("shared")
     }
 
     fn current_membership(&self) -> Option<&str> {
@@ -51,7 +60,9 @@ impl VisibilityView {
     /// Whether the user may read anything at all (has ever been a member, or the
     /// room is world-readable now).
     pub fn may_read_room(&self) -> bool {
-        self.memberships.iter().any(|(_, m)| m == "join" || m == "invite")
+        self.memberships
+            .iter()
+            .any(|(_, m)| m == "join" || m == "invite")
             || self.visibilities.last().map(|(_, v)| v.as_str()) == Some("world_readable")
     }
 }
@@ -76,12 +87,23 @@ impl RoomService {
             .into_iter()
             .filter_map(|(pos, json)| field(&json, "history_visibility").map(|v| (pos, v)))
             .collect();
-        Ok(VisibilityView { memberships, visibilities })
+        Ok(VisibilityView {
+            memberships,
+            visibilities,
+        })
     }
 
     /// Keeps the events `user_id` may see.
-    pub async fn filter_visible(&self, room_id: &str, user_id: &str, events: Vec<StoredEvent>) -> Result<Vec<StoredEvent>> {
+    pub async fn filter_visible(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>> {
         let view = self.visibility_view(room_id, user_id).await?;
-        Ok(events.into_iter().filter(|e| !e.rejected && view.can_see(e.stream_pos)).collect())
+        Ok(events
+            .into_iter()
+            .filter(|e| !e.rejected && view.can_see(e.stream_pos))
+            .collect())
     }
 }

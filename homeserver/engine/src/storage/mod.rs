@@ -152,16 +152,31 @@ pub trait AccountStore: Send + Sync {
     async fn upsert_device(&self, device: &DeviceRecord) -> Result<()>;
     async fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRecord>>;
     async fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRecord>>;
-    async fn set_device_display_name(&self, user_id: &str, device_id: &str, name: Option<&str>) -> Result<bool>;
+    async fn set_device_display_name(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<bool>;
     /// Deletes a device together with its tokens.
     async fn delete_device(&self, user_id: &str, device_id: &str) -> Result<()>;
-    async fn touch_device(&self, user_id: &str, device_id: &str, ts: i64, ip: Option<&str>) -> Result<()>;
+    async fn touch_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        ts: i64,
+        ip: Option<&str>,
+    ) -> Result<()>;
 
     async fn insert_token(&self, token: &NewToken<'_>) -> Result<()>;
     async fn get_token(&self, access_token: &str) -> Result<Option<TokenRecord>>;
     /// Exchanges a refresh token for a new token pair, atomically. Returns the
     /// owner, or `None` if the refresh token is unknown or already used.
-    async fn rotate_refresh_token(&self, refresh_token: &str, new: &NewToken<'_>) -> Result<Option<TokenRecord>>;
+    async fn rotate_refresh_token(
+        &self,
+        refresh_token: &str,
+        new: &NewToken<'_>,
+    ) -> Result<Option<TokenRecord>>;
     async fn delete_token(&self, access_token: &str) -> Result<()>;
     async fn delete_user_tokens(&self, user_id: &str) -> Result<()>;
 
@@ -171,7 +186,12 @@ pub trait AccountStore: Send + Sync {
     /// Uses a registration token once, if it is valid; returns whether it was.
     async fn use_registration_token(&self, token: &str, now_ms: i64) -> Result<bool>;
     async fn registration_token_valid(&self, token: &str, now_ms: i64) -> Result<bool>;
-    async fn create_registration_token(&self, token: &str, uses_allowed: Option<i64>, expiry_ts: Option<i64>) -> Result<bool>;
+    async fn create_registration_token(
+        &self,
+        token: &str,
+        uses_allowed: Option<i64>,
+        expiry_ts: Option<i64>,
+    ) -> Result<bool>;
 }
 
 /// Rooms, their current state, membership, aliases and state history.
@@ -213,10 +233,22 @@ pub trait TimelineStore: Send + Sync {
     async fn current_state_events(&self, room_id: &str) -> Result<Vec<StoredEvent>>;
     /// The PDUs of one state key's history in a room, oldest first, as
     /// `(stream_pos, pdu_json)`. Serves history-visibility checks.
-    async fn state_key_history(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Vec<(StreamPos, String)>>;
+    async fn state_key_history(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Vec<(StreamPos, String)>>;
     /// Events of a room with `from < pos <= to` (forward) or `to < pos <= from`
     /// (backward, newest first), at most `limit`.
-    async fn room_events(&self, room_id: &str, from: StreamPos, to: StreamPos, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>>;
+    async fn room_events(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        to: StreamPos,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>>;
     async fn room_max_pos(&self, room_id: &str) -> Result<StreamPos>;
     async fn max_stream_pos(&self) -> Result<StreamPos>;
     async fn find_txn(&self, user_id: &str, device_id: &str, key: &str) -> Result<Option<String>>;
@@ -225,9 +257,26 @@ pub trait TimelineStore: Send + Sync {
 /// Global and per-room account data.
 #[async_trait]
 pub trait AccountDataStore: Send + Sync {
-    async fn put_account_data(&self, user_id: &str, room_id: Option<&str>, event_type: &str, content: &str, pos: StreamPos) -> Result<()>;
-    async fn get_account_data(&self, user_id: &str, room_id: Option<&str>, event_type: &str) -> Result<Option<String>>;
-    async fn account_data_since(&self, user_id: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<AccountDataRecord>>;
+    async fn put_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        event_type: &str,
+        content: &str,
+        pos: StreamPos,
+    ) -> Result<()>;
+    async fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        event_type: &str,
+    ) -> Result<Option<String>>;
+    async fn account_data_since(
+        &self,
+        user_id: &str,
+        since: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<AccountDataRecord>>;
 }
 
 /// The storage handle the services use: one trait object per domain.

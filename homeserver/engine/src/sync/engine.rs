@@ -41,8 +41,15 @@ struct Computed {
 }
 
 /// The state event types that make up an invite's stripped state.
-const STRIPPED_STATE: &[&str] =
-    &["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"];
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
 
 impl SyncService {
     pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
@@ -51,23 +58,33 @@ impl SyncService {
 
     pub async fn sync(&self, req: &SyncRequest) -> Result<Value> {
         let since = req.since.as_deref().map(parse_token).transpose()?;
-        let timeout = Duration::from_millis(req.timeout_ms.min(self.core.config.limits.max_sync_timeout_ms));
+        let timeout = Duration::from_millis(
+            req.timeout_ms
+                .min(self.core.config.limits.max_sync_timeout_ms),
+        );
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Subscribe before reading, so a wake-up between the read and the wait is kept.
-            let user_key = self.core.notifier.subscribe(WakeTarget::User(req.user_id.clone()));
+            let user_key = self
+                .core
+                .notifier
+                .subscribe(WakeTarget::User(req.user_id.clone()));
             let user_wait = user_key.notified();
             tokio::pin!(user_wait);
             user_wait.as_mut().enable();
 
             let upto = self.core.stream.current();
             let computed = self.compute(req, since, upto).await?;
-            let can_wait = since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
+            let can_wait =
+                since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
             if !computed.empty || !can_wait {
                 return Ok(computed.body);
             }
-            let room_keys: Vec<_> =
-                computed.large_rooms.iter().map(|r| self.core.notifier.subscribe(WakeTarget::Room(r.clone()))).collect();
+            let room_keys: Vec<_> = computed
+                .large_rooms
+                .iter()
+                .map(|r| self.core.notifier.subscribe(WakeTarget::Room(r.clone())))
+                .collect();
             let mut waits: Vec<_> = room_keys.iter().map(|k| k.notified().boxed()).collect();
             for w in waits.iter_mut() {
                 // Enabling through a boxed future: poll once to register interest.
@@ -87,16 +104,27 @@ impl SyncService {
         }
     }
 
-    async fn compute(&self, req: &SyncRequest, since: Option<StreamPos>, upto: StreamPos) -> Result<Computed> {
+    async fn compute(
+        &self,
+        req: &SyncRequest,
+        since: Option<StreamPos>,
+        upto: StreamPos,
+    ) -> Result<Computed> {
         let storage = &self.core.storage;
         let memberships = storage.rooms.memberships_for_user(&req.user_id).await?;
-        let account_data = storage.account_data.account_data_since(&req.user_id, since.unwrap_or(0), upto).await?;
+        let account_data = storage
+            .account_data
+            .account_data_since(&req.user_id, since.unwrap_or(0), upto)
+            .await?;
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
         let mut large_rooms = Vec::new();
 
-        for m in memberships.iter().filter(|m| req.filter.room_allowed(&m.room_id) && m.stream_pos <= upto) {
+        for m in memberships
+            .iter()
+            .filter(|m| req.filter.room_allowed(&m.room_id) && m.stream_pos <= upto)
+        {
             let room_data: Vec<Value> = account_data
                 .iter()
                 .filter(|a| a.room_id.as_deref() == Some(&m.room_id))
@@ -104,14 +132,20 @@ impl SyncService {
                 .collect();
             match m.membership.as_str() {
                 "join" => {
-                    if let Some(room) = self.joined_room(req, m, since, upto, room_data, &mut large_rooms).await? {
+                    if let Some(room) = self
+                        .joined_room(req, m, since, upto, room_data, &mut large_rooms)
+                        .await?
+                    {
                         join.insert(m.room_id.clone(), room);
                     }
                 }
                 "invite" if since.is_none_or(|s| m.stream_pos > s) => {
                     invite.insert(m.room_id.clone(), self.invited_room(m).await?);
                 }
-                "leave" | "ban" if since.is_some_and(|s| m.stream_pos > s) || (since.is_none() && req.filter.include_leave) => {
+                "leave" | "ban"
+                    if since.is_some_and(|s| m.stream_pos > s)
+                        || (since.is_none() && req.filter.include_leave) =>
+                {
                     leave.insert(m.room_id.clone(), self.left_room(req, m, since).await?);
                 }
                 _ => {}
@@ -133,7 +167,11 @@ impl SyncService {
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
         });
-        Ok(Computed { body, empty, large_rooms })
+        Ok(Computed {
+            body,
+            empty,
+            large_rooms,
+        })
     }
 
     async fn joined_room(
@@ -145,12 +183,28 @@ impl SyncService {
         room_data: Vec<Value>,
         large_rooms: &mut Vec<String>,
     ) -> Result<Option<Value>> {
-        let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else { return Ok(None) };
-        let Some(room) = self.rooms.get(&room_id).await? else { return Ok(None) };
+        let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else {
+            return Ok(None);
+        };
+        let Some(room) = self.rooms.get(&room_id).await? else {
+            return Ok(None);
+        };
         let (latest, is_large, joined_count, invited_count, heroes) = {
             let st = room.read().await;
-            let heroes: Vec<String> = st.joined.iter().filter(|u| **u != req.user_id).take(5).cloned().collect();
-            (st.latest_pos, st.is_large(), st.joined.len(), st.invited.len(), heroes)
+            let heroes: Vec<String> = st
+                .joined
+                .iter()
+                .filter(|u| **u != req.user_id)
+                .take(5)
+                .cloned()
+                .collect();
+            (
+                st.latest_pos,
+                st.is_large(),
+                st.joined.len(),
+                st.invited.len(),
+                heroes,
+            )
         };
         if is_large {
             large_rooms.push(m.room_id.clone());
@@ -163,14 +217,21 @@ impl SyncService {
 
         let lower = if newly_joined { 0 } else { since.unwrap_or(0) };
         let limit = req.filter.timeline_limit;
-        let mut events =
-            self.core.storage.timeline.room_events(&m.room_id, upto, lower, Direction::Backward, limit + 1).await?;
+        let mut events = self
+            .core
+            .storage
+            .timeline
+            .room_events(&m.room_id, upto, lower, Direction::Backward, limit + 1)
+            .await?;
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
         // Fast path: a member who joined before every event here sees them all.
         if events.first().is_some_and(|e| e.stream_pos < m.stream_pos) {
-            events = self.rooms.filter_visible(&m.room_id, &req.user_id, events).await?;
+            events = self
+                .rooms
+                .filter_visible(&m.room_id, &req.user_id, events)
+                .await?;
         }
         let prev_batch = match events.first() {
             Some(first) => make_token(first.stream_pos - 1),
@@ -186,7 +247,13 @@ impl SyncService {
             let mut entries = self.core.storage.rooms.snapshot_state(snapshot).await?;
             if !newly_joined && !req.full_state {
                 // Only what changed between `since` and the start of the timeline.
-                let changed = self.state_changed_between(&m.room_id, since.unwrap_or(0), events.first().map(|e| e.stream_pos - 1).unwrap_or(upto)).await?;
+                let changed = self
+                    .state_changed_between(
+                        &m.room_id,
+                        since.unwrap_or(0),
+                        events.first().map(|e| e.stream_pos - 1).unwrap_or(upto),
+                    )
+                    .await?;
                 entries.retain(|(_, _, id)| changed.contains(id));
             }
             if req.filter.lazy_load_members {
@@ -199,7 +266,10 @@ impl SyncService {
                 entries.retain(|(t, k, _)| t != "m.room.member" || senders.contains(k));
             }
             let mut out = Vec::new();
-            for (_, _, id) in entries.iter().filter(|(_, _, id)| !timeline_ids.contains(id.as_str())) {
+            for (_, _, id) in entries
+                .iter()
+                .filter(|(_, _, id)| !timeline_ids.contains(id.as_str()))
+            {
                 if let Some(ev) = self.core.storage.timeline.get_event(id).await? {
                     out.push(to_client(&ev, None, now_ms(), false));
                 }
@@ -211,8 +281,12 @@ impl SyncService {
 
         let now = now_ms();
         let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
-        let timeline: Vec<Value> =
-            events.iter().map(|e| to_client(e, viewer, now, false)).filter(|e| req.filter.event_allowed(e)).collect();
+        let timeline: Vec<Value> = events
+            .iter()
+            .map(|e| to_client(e, viewer, now, false))
+            .filter(|e| req.filter.event_allowed(e))
+            .map(|e| req.filter.project(e))
+            .collect();
         Ok(Some(json!({
             "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
             "state": {"events": state},
@@ -228,11 +302,25 @@ impl SyncService {
     }
 
     /// Ids of state events sent in `(from, to]`.
-    async fn state_changed_between(&self, room_id: &str, from: StreamPos, to: StreamPos) -> Result<HashSet<String>> {
-        let events = self.core.storage.timeline.room_events(room_id, from, to, Direction::Forward, 10_000).await?;
+    async fn state_changed_between(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        to: StreamPos,
+    ) -> Result<HashSet<String>> {
+        let events = self
+            .core
+            .storage
+            .timeline
+            .room_events(room_id, from, to, Direction::Forward, 10_000)
+            .await?;
         Ok(events
             .into_iter()
-            .filter(|e| serde_json::from_str::<Value>(&e.pdu_json).map(|v| v.get("state_key").is_some()).unwrap_or(false))
+            .filter(|e| {
+                serde_json::from_str::<Value>(&e.pdu_json)
+                    .map(|v| v.get("state_key").is_some())
+                    .unwrap_or(false)
+            })
             .map(|e| e.event_id)
             .collect())
     }
@@ -244,7 +332,13 @@ impl SyncService {
                 let st = room.read().await;
                 for kind in STRIPPED_STATE {
                     if let Some(p) = st.state_event(kind, "") {
-                        if let Some(ev) = self.core.storage.timeline.get_event(p.event_id.as_str()).await? {
+                        if let Some(ev) = self
+                            .core
+                            .storage
+                            .timeline
+                            .get_event(p.event_id.as_str())
+                            .await?
+                        {
                             events.push(to_stripped(&ev.pdu_json));
                         }
                     }
@@ -257,22 +351,42 @@ impl SyncService {
         Ok(json!({"invite_state": {"events": events}}))
     }
 
-    async fn left_room(&self, req: &SyncRequest, m: &MembershipRecord, since: Option<StreamPos>) -> Result<Value> {
+    async fn left_room(
+        &self,
+        req: &SyncRequest,
+        m: &MembershipRecord,
+        since: Option<StreamPos>,
+    ) -> Result<Value> {
         let limit = req.filter.timeline_limit;
         let mut events = self
             .core
             .storage
             .timeline
-            .room_events(&m.room_id, m.stream_pos, since.unwrap_or(0), Direction::Backward, limit + 1)
+            .room_events(
+                &m.room_id,
+                m.stream_pos,
+                since.unwrap_or(0),
+                Direction::Backward,
+                limit + 1,
+            )
             .await?;
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
-        let events: Vec<StoredEvent> = self.rooms.filter_visible(&m.room_id, &req.user_id, events).await?;
-        let prev_batch = events.first().map(|e| make_token(e.stream_pos - 1)).unwrap_or_else(|| make_token(m.stream_pos));
+        let events: Vec<StoredEvent> = self
+            .rooms
+            .filter_visible(&m.room_id, &req.user_id, events)
+            .await?;
+        let prev_batch = events
+            .first()
+            .map(|e| make_token(e.stream_pos - 1))
+            .unwrap_or_else(|| make_token(m.stream_pos));
         let now = now_ms();
         let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
-        let timeline: Vec<Value> = events.iter().map(|e| to_client(e, viewer, now, false)).collect();
+        let timeline: Vec<Value> = events
+            .iter()
+            .map(|e| to_client(e, viewer, now, false))
+            .collect();
         Ok(json!({
             "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
             "state": {"events": []},

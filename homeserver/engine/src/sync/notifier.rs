@@ -34,7 +34,11 @@ impl Notifier {
     /// The handle to wait on for `target`. Callers must call `notified()` and
     /// `enable()` on it *before* checking for new data, then await.
     pub fn subscribe(&self, target: WakeTarget) -> Arc<Notify> {
-        self.keys.lock().entry(target).or_insert_with(|| Arc::new(Notify::new())).clone()
+        self.keys
+            .lock()
+            .entry(target)
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
     }
 
     /// Drops keys that no waiter holds any more.

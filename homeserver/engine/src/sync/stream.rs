@@ -27,7 +27,13 @@ struct Inner {
 impl StreamTracker {
     /// Starts after the highest position already persisted.
     pub fn new(persisted_max: StreamPos) -> Self {
-        Self { inner: Mutex::new(Inner { next: persisted_max + 1, current: persisted_max, done: BTreeMap::new() }) }
+        Self {
+            inner: Mutex::new(Inner {
+                next: persisted_max + 1,
+                current: persisted_max,
+                done: BTreeMap::new(),
+            }),
+        }
     }
 
     pub fn allocate(&self) -> StreamPos {
@@ -77,6 +83,12 @@ mod tests {
         assert_eq!(t.current(), 10);
         let due = t.complete(a, vec![WakeTarget::User("@a:x".into())]);
         assert_eq!(t.current(), 12);
-        assert_eq!(due, vec![WakeTarget::User("@a:x".into()), WakeTarget::User("@b:x".into())]);
+        assert_eq!(
+            due,
+            vec![
+                WakeTarget::User("@a:x".into()),
+                WakeTarget::User("@b:x".into())
+            ]
+        );
     }
 }

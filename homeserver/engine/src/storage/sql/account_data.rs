@@ -11,7 +11,14 @@ use crate::{
 
 #[async_trait]
 impl AccountDataStore for SqlStore {
-    async fn put_account_data(&self, user_id: &str, room_id: Option<&str>, event_type: &str, content: &str, pos: StreamPos) -> Result<()> {
+    async fn put_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        event_type: &str,
+        content: &str,
+        pos: StreamPos,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO account_data (user_id, room_id, event_type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (user_id, room_id, event_type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos",
@@ -26,7 +33,12 @@ impl AccountDataStore for SqlStore {
         Ok(())
     }
 
-    async fn get_account_data(&self, user_id: &str, room_id: Option<&str>, event_type: &str) -> Result<Option<String>> {
+    async fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        event_type: &str,
+    ) -> Result<Option<String>> {
         let row = sqlx::query("SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND event_type = $3")
             .bind(user_id)
             .bind(room_id.unwrap_or(""))
@@ -36,7 +48,12 @@ impl AccountDataStore for SqlStore {
         Ok(row.map(|r| r.try_get("content")).transpose()?)
     }
 
-    async fn account_data_since(&self, user_id: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<AccountDataRecord>> {
+    async fn account_data_since(
+        &self,
+        user_id: &str,
+        since: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<AccountDataRecord>> {
         let rows = sqlx::query(
             "SELECT room_id, event_type, content, stream_pos FROM account_data
              WHERE user_id = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos",

@@ -50,7 +50,10 @@ impl AccountStore for SqlStore {
     }
 
     async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
-        let row = sqlx::query("SELECT * FROM users WHERE user_id = $1").bind(user_id).fetch_optional(&self.read).await?;
+        let row = sqlx::query("SELECT * FROM users WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.read)
+            .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -64,12 +67,20 @@ impl AccountStore for SqlStore {
     }
 
     async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2").bind(name).bind(user_id).execute(&self.write).await?;
+        sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2")
+            .bind(name)
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
     async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2").bind(url).bind(user_id).execute(&self.write).await?;
+        sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2")
+            .bind(url)
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
@@ -79,7 +90,10 @@ impl AccountStore for SqlStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -118,13 +132,20 @@ impl AccountStore for SqlStore {
         Ok(rows.iter().map(device_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn set_device_display_name(&self, user_id: &str, device_id: &str, name: Option<&str>) -> Result<bool> {
-        let done = sqlx::query("UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3")
-            .bind(name)
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&self.write)
-            .await?;
+    async fn set_device_display_name(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+        )
+        .bind(name)
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&self.write)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -144,7 +165,13 @@ impl AccountStore for SqlStore {
         Ok(())
     }
 
-    async fn touch_device(&self, user_id: &str, device_id: &str, ts: i64, ip: Option<&str>) -> Result<()> {
+    async fn touch_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        ts: i64,
+        ip: Option<&str>,
+    ) -> Result<()> {
         sqlx::query("UPDATE devices SET last_seen_ts = $1, last_seen_ip = $2 WHERE user_id = $3 AND device_id = $4")
             .bind(ts)
             .bind(ip)
@@ -168,28 +195,45 @@ impl AccountStore for SqlStore {
     }
 
     async fn get_token(&self, access_token: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token = $1")
-            .bind(access_token)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token = $1",
+        )
+        .bind(access_token)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row
             .map(|r| -> Result<_, sqlx::Error> {
-                Ok(TokenRecord { user_id: r.try_get("user_id")?, device_id: r.try_get("device_id")?, expires_ts: r.try_get("expires_ts")? })
+                Ok(TokenRecord {
+                    user_id: r.try_get("user_id")?,
+                    device_id: r.try_get("device_id")?,
+                    expires_ts: r.try_get("expires_ts")?,
+                })
             })
             .transpose()?)
     }
 
-    async fn rotate_refresh_token(&self, refresh_token: &str, new: &NewToken<'_>) -> Result<Option<TokenRecord>> {
+    async fn rotate_refresh_token(
+        &self,
+        refresh_token: &str,
+        new: &NewToken<'_>,
+    ) -> Result<Option<TokenRecord>> {
         let mut tx = self.write.begin().await?;
-        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE refresh_token = $1")
-            .bind(refresh_token)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE refresh_token = $1")
+                .bind(refresh_token)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let user_id: String = row.try_get("user_id")?;
         let device_id: String = row.try_get("device_id")?;
         // Only the rotation whose DELETE removes the row wins: a concurrent one may have read it too.
-        if sqlx::query("DELETE FROM access_tokens WHERE refresh_token = $1").bind(refresh_token).execute(&mut *tx).await?.rows_affected() == 0 {
+        if sqlx::query("DELETE FROM access_tokens WHERE refresh_token = $1")
+            .bind(refresh_token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 0
+        {
             return Ok(None);
         }
         sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, expires_ts, refresh_token) VALUES ($1, $2, $3, $4, $5)")
@@ -201,16 +245,26 @@ impl AccountStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(TokenRecord { user_id, device_id, expires_ts: new.expires_ts }))
+        Ok(Some(TokenRecord {
+            user_id,
+            device_id,
+            expires_ts: new.expires_ts,
+        }))
     }
 
     async fn delete_token(&self, access_token: &str) -> Result<()> {
-        sqlx::query("DELETE FROM access_tokens WHERE token = $1").bind(access_token).execute(&self.write).await?;
+        sqlx::query("DELETE FROM access_tokens WHERE token = $1")
+            .bind(access_token)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
     async fn delete_user_tokens(&self, user_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1").bind(user_id).execute(&self.write).await?;
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
@@ -225,11 +279,12 @@ impl AccountStore for SqlStore {
     }
 
     async fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2")
-            .bind(user_id)
-            .bind(filter_id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2")
+                .bind(user_id)
+                .bind(filter_id)
+                .fetch_optional(&self.read)
+                .await?;
         Ok(row.map(|r| r.try_get("filter_json")).transpose()?)
     }
 
@@ -258,7 +313,12 @@ impl AccountStore for SqlStore {
         Ok(row.is_some())
     }
 
-    async fn create_registration_token(&self, token: &str, uses_allowed: Option<i64>, expiry_ts: Option<i64>) -> Result<bool> {
+    async fn create_registration_token(
+        &self,
+        token: &str,
+        uses_allowed: Option<i64>,
+        expiry_ts: Option<i64>,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO registration_tokens (token, uses_allowed, completed, expiry_ts) VALUES ($1, $2, 0, $3)
              ON CONFLICT (token) DO NOTHING",

@@ -37,7 +37,10 @@ impl SqlStore {
             let read = sqlite_pool(&url, max_connections.clamp(1, 8)).await?;
             (write, read)
         } else {
-            let pool = AnyPoolOptions::new().max_connections(max_connections.max(2)).connect(url).await?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .connect(url)
+                .await?;
             run_migrations(&pool).await?;
             (pool.clone(), pool)
         };
@@ -47,7 +50,9 @@ impl SqlStore {
 
 /// Makes sure the SQLite file's directory exists and the file is created on demand.
 fn sqlite_url(url: &str) -> anyhow::Result<String> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or(path);
     if path != ":memory:" {
         if let Some(dir) = std::path::Path::new(path).parent() {
@@ -56,7 +61,11 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
             }
         }
     }
-    Ok(if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") })
+    Ok(if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?mode=rwc")
+    })
 }
 
 async fn sqlite_pool(url: &str, max: u32) -> anyhow::Result<AnyPool> {
@@ -76,7 +85,8 @@ async fn sqlite_pool(url: &str, max: u32) -> anyhow::Result<AnyPool> {
 }
 
 async fn run_migrations(pool: &AnyPool) -> anyhow::Result<()> {
-    pool.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").await?;
+    pool.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .await?;
     let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
         .fetch_one(pool)
         .await?
@@ -92,9 +102,14 @@ async fn run_migrations(pool: &AnyPool) -> anyhow::Result<()> {
             if statement.trim().is_empty() {
                 continue;
             }
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *tx).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(*version).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+            .bind(*version)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         tracing::info!(version, "applied schema migration");
     }

@@ -20,7 +20,15 @@ fn membership_from_row(row: &AnyRow) -> Result<MembershipRecord, sqlx::Error> {
 }
 
 fn state_triples(rows: &[AnyRow]) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    rows.iter().map(|r| Ok((r.try_get("event_type")?, r.try_get("state_key")?, r.try_get("event_id")?))).collect()
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("event_type")?,
+                r.try_get("state_key")?,
+                r.try_get("event_id")?,
+            ))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -37,10 +45,12 @@ impl RoomStore for SqlStore {
     }
 
     async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
-        let row = sqlx::query("SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1")
-            .bind(room_id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row
             .map(|r| -> Result<_, sqlx::Error> {
                 Ok(RoomRecord {
@@ -54,31 +64,54 @@ impl RoomStore for SqlStore {
     }
 
     async fn set_room_public(&self, room_id: &str, public: bool) -> Result<()> {
-        sqlx::query("UPDATE rooms SET is_public = $1 WHERE room_id = $2").bind(public as i64).bind(room_id).execute(&self.write).await?;
+        sqlx::query("UPDATE rooms SET is_public = $1 WHERE room_id = $2")
+            .bind(public as i64)
+            .bind(room_id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
     async fn public_rooms(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY room_id").fetch_all(&self.read).await?;
-        Ok(rows.iter().map(|r| r.try_get("room_id")).collect::<Result<_, _>>()?)
+        let rows = sqlx::query("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY room_id")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("room_id"))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn current_state(&self, room_id: &str) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query("SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1")
-            .bind(room_id)
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_all(&self.read)
+        .await?;
         Ok(state_triples(&rows)?)
     }
 
     async fn forward_extremities(&self, room_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT event_id FROM forward_extremities WHERE room_id = $1").bind(room_id).fetch_all(&self.read).await?;
-        Ok(rows.iter().map(|r| r.try_get("event_id")).collect::<Result<_, _>>()?)
+        let rows = sqlx::query("SELECT event_id FROM forward_extremities WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("event_id"))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn current_snapshot(&self, room_id: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT current_snapshot FROM rooms WHERE room_id = $1").bind(room_id).fetch_optional(&self.read).await?;
-        Ok(row.map(|r| r.try_get("current_snapshot")).transpose()?.unwrap_or(0))
+        let row = sqlx::query("SELECT current_snapshot FROM rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get("current_snapshot"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     async fn snapshot_state(&self, snapshot_id: i64) -> Result<Vec<(String, String, String)>> {
@@ -107,7 +140,9 @@ impl RoomStore for SqlStore {
     }
 
     async fn max_snapshot_id(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(snapshot_id), 0) AS m FROM state_snapshots").fetch_one(&self.read).await?;
+        let row = sqlx::query("SELECT COALESCE(MAX(snapshot_id), 0) AS m FROM state_snapshots")
+            .fetch_one(&self.read)
+            .await?;
         Ok(row.try_get("m")?)
     }
 
@@ -118,7 +153,10 @@ impl RoomStore for SqlStore {
         .bind(user_id)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows.iter().map(membership_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(membership_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn members(&self, room_id: &str) -> Result<Vec<MembershipRecord>> {
@@ -126,7 +164,10 @@ impl RoomStore for SqlStore {
             .bind(room_id)
             .fetch_all(&self.read)
             .await?;
-        Ok(rows.iter().map(membership_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(membership_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn forget_room(&self, user_id: &str, room_id: &str) -> Result<()> {
@@ -149,17 +190,33 @@ impl RoomStore for SqlStore {
     }
 
     async fn get_alias(&self, alias: &str) -> Result<Option<(String, String)>> {
-        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1").bind(alias).fetch_optional(&self.read).await?;
-        Ok(row.map(|r| -> Result<_, sqlx::Error> { Ok((r.try_get("room_id")?, r.try_get("creator")?)) }).transpose()?)
+        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
+            .bind(alias)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok((r.try_get("room_id")?, r.try_get("creator")?))
+            })
+            .transpose()?)
     }
 
     async fn delete_alias(&self, alias: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM room_aliases WHERE alias = $1").bind(alias).execute(&self.write).await?;
+        let done = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
+            .bind(alias)
+            .execute(&self.write)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn aliases_for_room(&self, room_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias").bind(room_id).fetch_all(&self.read).await?;
-        Ok(rows.iter().map(|r| r.try_get("alias")).collect::<Result<_, _>>()?)
+        let rows = sqlx::query("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+            .bind(room_id)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("alias"))
+            .collect::<Result<_, _>>()?)
     }
 }

@@ -9,7 +9,8 @@ use crate::{
     storage::{Direction, PersistEvent, StoredEvent, StreamPos, TimelineStore},
 };
 
-const EVENT_COLUMNS: &str = "stream_pos, event_id, room_id, pdu_json, state_before, rejected, txn_device, txn_id";
+const EVENT_COLUMNS: &str =
+    "stream_pos, event_id, room_id, pdu_json, state_before, rejected, txn_device, txn_id";
 
 fn event_from_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     let txn_device: Option<String> = row.try_get("txn_device")?;
@@ -64,12 +65,14 @@ impl TimelineStore for SqlStore {
         }
 
         if let (Some(state_key), Some((snapshot, parent))) = (&ev.state_key, ev.state_after) {
-            sqlx::query("INSERT INTO state_snapshots (snapshot_id, room_id, parent_id) VALUES ($1, $2, $3)")
-                .bind(snapshot)
-                .bind(&ev.room_id)
-                .bind(if parent == 0 { None } else { Some(parent) })
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO state_snapshots (snapshot_id, room_id, parent_id) VALUES ($1, $2, $3)",
+            )
+            .bind(snapshot)
+            .bind(&ev.room_id)
+            .bind(if parent == 0 { None } else { Some(parent) })
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("INSERT INTO state_snapshot_entries (snapshot_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)")
                 .bind(snapshot)
                 .bind(&ev.event_type)
@@ -117,7 +120,10 @@ impl TimelineStore for SqlStore {
                 .await?;
         }
 
-        sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1").bind(&ev.room_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
+            .bind(&ev.room_id)
+            .execute(&mut *tx)
+            .await?;
         for extremity in &ev.forward_extremities {
             sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                 .bind(&ev.room_id)
@@ -130,10 +136,12 @@ impl TimelineStore for SqlStore {
     }
 
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1")))
-            .bind(event_id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+        )))
+        .bind(event_id)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row.as_ref().map(event_from_row).transpose()?)
     }
 
@@ -148,7 +156,12 @@ impl TimelineStore for SqlStore {
         Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn state_key_history(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Vec<(StreamPos, String)>> {
+    async fn state_key_history(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Vec<(StreamPos, String)>> {
         let rows = sqlx::query(
             "SELECT stream_pos, pdu_json FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3 AND rejected = 0
              ORDER BY stream_pos ASC",
@@ -158,10 +171,20 @@ impl TimelineStore for SqlStore {
         .bind(state_key)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("stream_pos")?, r.try_get("pdu_json")?))).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+        rows.iter()
+            .map(|r| Ok((r.try_get("stream_pos")?, r.try_get("pdu_json")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
-    async fn room_events(&self, room_id: &str, from: StreamPos, to: StreamPos, dir: Direction, limit: usize) -> Result<Vec<StoredEvent>> {
+    async fn room_events(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        to: StreamPos,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
         let sql = match dir {
             Direction::Forward => format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
@@ -172,32 +195,46 @@ impl TimelineStore for SqlStore {
                  ORDER BY stream_pos DESC LIMIT $4"
             ),
         };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(from).bind(to).bind(limit as i64).fetch_all(&self.read).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(from)
+            .bind(to)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await?;
         Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn room_max_pos(&self, room_id: &str) -> Result<StreamPos> {
-        let row = sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM events WHERE room_id = $1")
-            .bind(room_id)
-            .fetch_one(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM events WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_one(&self.read)
+                .await?;
         Ok(row.try_get("m")?)
     }
 
     async fn max_stream_pos(&self) -> Result<StreamPos> {
-        let events: i64 = sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM events").fetch_one(&self.read).await?.try_get("m")?;
-        let data: i64 =
-            sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM account_data").fetch_one(&self.read).await?.try_get("m")?;
+        let events: i64 = sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM events")
+            .fetch_one(&self.read)
+            .await?
+            .try_get("m")?;
+        let data: i64 = sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM account_data")
+            .fetch_one(&self.read)
+            .await?
+            .try_get("m")?;
         Ok(events.max(data))
     }
 
     async fn find_txn(&self, user_id: &str, device_id: &str, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
-            .bind(user_id)
-            .bind(device_id)
-            .bind(key)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(key)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row.map(|r| r.try_get("event_id")).transpose()?)
     }
 }
