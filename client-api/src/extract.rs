@@ -172,11 +172,13 @@ where
         } else {
             None
         };
-        let bytes = read_body(state, body).await?;
-        // Every PUT carries content; a POST may omit a body whose fields are all
-        // optional (ruma reads an empty body as `{}`).
-        let needs_json =
-            parts.method == Method::PUT || (parts.method == Method::POST && !bytes.is_empty());
+        let mut bytes = read_body(state, body).await?;
+        // Every PUT carries content. Clients send many POSTs (join, leave,
+        // logout...) without a body: read that as `{}`, as Synapse does.
+        if parts.method == Method::POST && bytes.is_empty() {
+            bytes = Bytes::from_static(b"{}");
+        }
+        let needs_json = matches!(parts.method, Method::PUT | Method::POST);
         if needs_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(ApiError(Error::not_json("Content not JSON.")));
         }

@@ -428,3 +428,51 @@ async fn txn_ids_are_scoped_per_device() {
     );
     server.shutdown().await;
 }
+
+/// A createRoom that fails leaves no room behind; one that succeeds is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_create_room_leaves_nothing() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let cases = [
+        json!({ "name": "bad power", "power_level_content_override": { "users_default": "high" } }),
+        json!({ "name": "bad power 2", "power_level_content_override": { "users": { "@alice:localhost": "max" } } }),
+        json!({ "name": "bad alias", "room_alias_name": "has space and :colon" }),
+        json!({ "name": "bad state", "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": 5 } }] }),
+        json!({ "name": "remote invite", "invite": ["@someone:unreachable.invalid"] }),
+    ];
+    for body in cases {
+        let before = alice.joined_rooms().await;
+        let resp = alice.post(&format!("{V3}/createRoom"), body.clone()).await;
+        let after = alice.joined_rooms().await;
+        if resp.status.is_success() {
+            let room = resp.body["room_id"].as_str().unwrap().to_owned();
+            assert_eq!(after.len(), before.len() + 1, "{body}: {resp:?}");
+            assert_eq!(
+                alice.get_state(&room, "m.room.name", "").await.ok()["name"],
+                body["name"],
+                "{body}: a room that was created is complete"
+            );
+        } else {
+            assert!(
+                resp.status.is_client_error() || resp.status.as_u16() == 502,
+                "{body}: {resp:?}"
+            );
+            assert!(resp.errcode().starts_with("M_"), "{body}: {resp:?}");
+            assert_eq!(
+                after, before,
+                "{body} failed ({resp:?}) but left a room behind"
+            );
+        }
+        still_serving(&alice).await;
+    }
+    // The alias from the bad-alias case wasn't registered half-way.
+    let resp = alice
+        .get(&format!(
+            "{V3}/directory/room/{}",
+            enc("#has space and :colon:localhost")
+        ))
+        .await;
+    assert!(!resp.status.is_success(), "{resp:?}");
+    server.shutdown().await;
+}

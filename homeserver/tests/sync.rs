@@ -438,3 +438,146 @@ async fn filter_event_fields() {
     );
     server.shutdown().await;
 }
+
+/// A long-poll is woken by things other than messages too: an invite, and a
+/// change to the user's own account data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_on_invite_and_account_data() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let since = bob.sync(None, None, None).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let poll = {
+        let (bob, since) = (bob.clone(), since.clone());
+        tokio::spawn(async move { bob.sync(Some(&since), Some(30_000), None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let room = alice.create_room(json!({ "invite": [bob.user_id] })).await;
+    let s = poll.await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the invite took {:?} to wake bob",
+        t.elapsed()
+    );
+    assert!(room_ids(&s, "invite").contains(&room), "{s}");
+
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let poll = {
+        let bob = bob.clone();
+        tokio::spawn(async move { bob.sync(Some(&since), Some(30_000), None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    bob.put_account_data("org.example.x", json!({ "v": 1 }))
+        .await;
+    let s = poll.await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "account data took {:?} to wake bob",
+        t.elapsed()
+    );
+    let types: Vec<&str> = s["account_data"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(types.contains(&"org.example.x"), "{s}");
+    server.shutdown().await;
+}
+
+/// Joining a room shows up in the next incremental sync with the room's
+/// state, so the client can render it without an initial sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newly_joined_room_carries_its_state() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = alice
+        .create_room(json!({ "preset": "public_chat", "name": "Garden", "topic": "Plants" }))
+        .await;
+    for i in 0..15 {
+        alice.send_text(&room, &format!("old {i}")).await;
+    }
+    let since = bob.sync(None, None, None).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.join(&room).await;
+    let s = bob.sync(Some(&since), Some(5_000), None).await;
+    let r = joined_room(&s, &room)
+        .unwrap_or_else(|| panic!("joined room in the incremental sync: {s}"));
+    let mut all = r["state"]["events"].as_array().cloned().unwrap_or_default();
+    all.extend(timeline(&s, &room));
+    for (t, k) in [
+        ("m.room.create", ""),
+        ("m.room.name", ""),
+        ("m.room.topic", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.power_levels", ""),
+    ] {
+        assert!(
+            all.iter().any(|e| e["type"] == t && e["state_key"] == k),
+            "the newly joined room's {t} is in state or timeline: {s}"
+        );
+    }
+    let tl = timeline(&s, &room);
+    assert!(
+        tl.iter()
+            .any(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()),
+        "bob's own join is in the timeline: {s}"
+    );
+    if r["timeline"]["limited"] == true {
+        assert!(r["timeline"]["prev_batch"].is_string(), "{s}");
+    }
+    server.shutdown().await;
+}
+
+/// When an incremental sync's timeline is limited, state changes that fell
+/// in the gap are delivered in the state section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_sync_delivers_state_from_the_gap() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = alice
+        .create_room(json!({ "preset": "public_chat", "name": "Before" }))
+        .await;
+    bob.join(&room).await;
+    let filter = json!({ "room": { "timeline": { "limit": 2 } } }).to_string();
+    let since = bob.sync(None, None, Some(&filter)).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    alice
+        .put_state(&room, "m.room.name", "", json!({ "name": "After" }))
+        .await;
+    let carol = server.register("carol").await;
+    carol.join(&room).await;
+    for i in 0..5 {
+        alice.send_text(&room, &format!("n{i}")).await;
+    }
+    let s = bob.sync(Some(&since), Some(0), Some(&filter)).await;
+    let r = joined_room(&s, &room).expect("room");
+    assert_eq!(r["timeline"]["limited"], true);
+    assert_eq!(bodies(&timeline(&s, &room)), vec!["n3", "n4"]);
+    let state = r["state"]["events"].as_array().cloned().unwrap_or_default();
+    let name = state
+        .iter()
+        .find(|e| e["type"] == "m.room.name")
+        .unwrap_or_else(|| panic!("the renamed room's m.room.name is in state: {s}"));
+    assert_eq!(name["content"]["name"], "After");
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == carol.user_id.as_str()
+            && e["content"]["membership"] == "join"),
+        "carol's join from the gap is in state: {s}"
+    );
+    server.shutdown().await;
+}
