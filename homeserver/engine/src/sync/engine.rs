@@ -157,15 +157,22 @@ impl SyncService {
             .filter(|a| a.room_id.is_none())
             .map(|a| json!({"type": a.event_type, "content": serde_json::from_str::<Value>(&a.content).unwrap_or(json!({}))}))
             .collect();
-        let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && global.is_empty();
+        let e2ee =
+            super::e2ee::sections(&self.core, &req.user_id, &req.device_id, since, upto).await?;
+        let empty = join.is_empty()
+            && invite.is_empty()
+            && leave.is_empty()
+            && global.is_empty()
+            && !e2ee.has_updates();
         let body = json!({
             "next_batch": make_token(upto),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "account_data": {"events": global},
             "presence": {"events": []},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
+            "to_device": {"events": e2ee.to_device},
+            "device_lists": {"changed": e2ee.device_lists_changed, "left": e2ee.device_lists_left},
+            "device_one_time_keys_count": e2ee.one_time_keys_count,
+            "device_unused_fallback_key_types": e2ee.unused_fallback_key_types,
         });
         Ok(Computed {
             body,

@@ -1,5 +1,6 @@
 //! /sync: stream positions, the notifier, filters and the sync engine.
 
+pub mod e2ee;
 mod engine;
 pub mod filter;
 pub mod notifier;
