@@ -110,8 +110,7 @@ async fn put_room(
 }
 
 /// `m.fully_read` is stored as room account data; `m.read` and `m.read.private`
-/// receipts are accepted and validated (receipt delivery lands with the
-/// real-time issue).
+/// are receipts.
 async fn read_markers(
     State(state): State<AppState>,
     Auth(user): Auth,
@@ -123,6 +122,17 @@ async fn read_markers(
         .rooms
         .require_joined(room_id, user.user_id.as_str())
         .await?;
+    for receipt_type in [engine::receipts::READ, engine::receipts::READ_PRIVATE] {
+        if let Some(event_id) = body.get(receipt_type) {
+            let event_id = event_id
+                .as_str()
+                .ok_or_else(|| Error::bad_json(format!("{receipt_type} must be an event id")))?;
+            state
+                .receipts
+                .post(room_id, user.user_id.as_str(), receipt_type, event_id, None)
+                .await?;
+        }
+    }
     if let Some(event_id) = body.get("m.fully_read") {
         let event_id = event_id
             .as_str()

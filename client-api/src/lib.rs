@@ -10,6 +10,7 @@ mod admin;
 mod devices;
 mod directory;
 mod discovery;
+mod ephemeral;
 pub mod error;
 mod events;
 pub mod extract;
@@ -77,6 +78,7 @@ pub fn router() -> Router<AppState> {
     let r = events::routes(r);
     let r = directory::routes(r);
     let r = sync::routes(r);
+    let r = ephemeral::routes(r);
     let r = admin::routes(r);
     account_data::routes(r)
 }

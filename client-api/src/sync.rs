@@ -71,6 +71,7 @@ async fn sync(
         timeout_ms,
         full_state: q.get("full_state").map(String::as_str) == Some("true"),
         filter,
+        set_presence: q.get("set_presence").cloned(),
     };
     Ok(Json(state.sync.sync(&request).await?))
 }

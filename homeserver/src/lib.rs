@@ -7,15 +7,24 @@ use axum::{
     http::{HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
+    serve::ListenerExt,
     Router,
 };
 use engine::{config::Config, services::Services, Error};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tower_http::cors::{Any, CorsLayer};
+
+pub mod tls;
 
 /// A running server: its bound address and a way to stop it.
 pub struct Server {
     pub client_addr: SocketAddr,
+    /// The federation listener's address, when one is configured.
+    pub federation_addr: Option<SocketAddr>,
     pub services: Arc<Services>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -93,29 +102,86 @@ async fn request_span(req: Request, next: Next) -> Response {
     response
 }
 
-/// Starts the server on the configured listener.
+/// The federation listener: TLS when `[tls]` is configured, plain HTTP (for a
+/// TLS-terminating proxy in front) otherwise.
+enum FederationListener {
+    Tls(tls::TlsListener),
+    Plain(TcpListener),
+}
+
+async fn bind_federation(config: &Config) -> anyhow::Result<Option<FederationListener>> {
+    let Some(addr) = config.listeners.federation else {
+        return Ok(None);
+    };
+    let tcp = TcpListener::bind(addr).await?;
+    Ok(Some(match (&config.tls.cert_path, &config.tls.key_path) {
+        (Some(cert), Some(key)) => {
+            FederationListener::Tls(tls::TlsListener::new(tcp, tls::server_config(cert, key)?)?)
+        }
+        _ => {
+            tracing::warn!("listeners.federation is set without [tls]: serving plain HTTP");
+            FederationListener::Plain(tcp)
+        }
+    }))
+}
+
+/// Starts the server on the configured listeners.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let listener = TcpListener::bind(config.listeners.client).await?;
     let client_addr = listener.local_addr()?;
+    let federation = bind_federation(&config).await?;
+    let federation_addr = match &federation {
+        Some(FederationListener::Tls(l)) => Some(axum::serve::Listener::local_addr(l)?),
+        Some(FederationListener::Plain(l)) => Some(l.local_addr()?),
+        None => None,
+    };
     let services = Services::start(config).await?;
     let app = app(services.clone());
     let (tx, rx) = oneshot::channel::<()>();
+    // One shutdown signal, fanned out to every listener.
+    let (stop_tx, stop_rx) = watch::channel(());
+    let stopped = |mut rx: watch::Receiver<()>| async move {
+        let _ = rx.changed().await;
+    };
+    let client = axum::serve(
+        listener,
+        app.clone()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let federation = async move {
+        let make = app.into_make_service_with_connect_info::<SocketAddr>();
+        match federation {
+            // `tap_io` gives the TLS listener axum's `ConnectInfo<SocketAddr>`.
+            Some(FederationListener::Tls(l)) => {
+                axum::serve(l.tap_io(|_| {}), make)
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .await
+            }
+            Some(FederationListener::Plain(l)) => {
+                axum::serve(l, make)
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
     let task = tokio::spawn(async move {
-        let result = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
+        let signal = async move {
             let _ = rx.await;
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "server stopped with an error");
+            let _ = stop_tx.send(());
+        };
+        let (client, federation, ()) = tokio::join!(client.into_future(), federation, signal);
+        for (name, result) in [("client", client), ("federation", federation)] {
+            if let Err(e) = result {
+                tracing::error!(listener = name, error = %e, "server stopped with an error");
+            }
         }
     });
-    tracing::info!(%client_addr, "listening");
+    tracing::info!(%client_addr, ?federation_addr, "listening");
     Ok(Server {
         client_addr,
+        federation_addr,
         services,
         shutdown: Some(tx),
         task,

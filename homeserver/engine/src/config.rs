@@ -22,6 +22,27 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub logging: Logging,
     pub passwords: Passwords,
+    pub tls: Tls,
+    pub federation: Federation,
+    pub presence: Presence,
+}
+
+/// Presence: online / unavailable / offline with last activity.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Presence {
+    /// Off: presence is neither tracked nor sent, and `/presence` reports offline.
+    pub enabled: bool,
+    /// An online user with no activity for this long becomes `unavailable`.
+    pub idle_after_ms: u64,
+    /// A user whose last connection closed goes `offline` after this grace period.
+    pub offline_grace_ms: u64,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self { enabled: true, idle_after_ms: 5 * 60 * 1000, offline_grace_ms: 30_000 }
+    }
 }
 
 /// Argon2id parameters for password hashes. Defaults follow OWASP's minimum;
@@ -45,9 +66,30 @@ impl Default for Passwords {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Listeners {
-    /// Client-Server API (and, until the federation listener exists, the key server).
-    /// Port 0 picks a free port (used by tests).
+    /// Client-Server API (and the key server). Plain HTTP. Port 0 picks a free
+    /// port (used by tests).
     pub client: SocketAddr,
+    /// Server-Server API (federation, the key server), over TLS when `[tls]` is
+    /// set. Unset: no federation listener.
+    pub federation: Option<SocketAddr>,
+}
+
+/// The certificate the federation listener presents.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Federation {
+    /// Extra PEM CA certificates to trust for outbound federation, on top of the
+    /// public roots (a private CA, e.g. a test network's).
+    pub trusted_ca_paths: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -119,6 +161,9 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             logging: Logging::default(),
             passwords: Passwords::default(),
+            presence: Presence::default(),
+            tls: Tls::default(),
+            federation: Federation::default(),
         }
     }
 }
@@ -127,6 +172,7 @@ impl Default for Listeners {
     fn default() -> Self {
         Self {
             client: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            federation: None,
         }
     }
 }
@@ -212,6 +258,9 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             anyhow::bail!("limits.max_body_bytes must be at least 1024");
         }
+        if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
+            anyhow::bail!("tls.cert_path and tls.key_path must be set together");
+        }
         Ok(())
     }
 }
@@ -220,6 +269,9 @@ impl Config {
 const OPTIONAL_KEYS: &[&str] = &[
     "registration.shared_secret",
     "registration.access_token_lifetime_ms",
+    "listeners.federation",
+    "tls.cert_path",
+    "tls.key_path",
 ];
 
 /// Whether `parts` names a configuration option. Other `HS_*` variables (test
@@ -302,5 +354,45 @@ mod tests {
         assert_eq!(c.database.url, "postgres://x/y");
         assert!(!c.registration.enabled);
         assert_eq!(c.registration.shared_secret.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn federation_listener_and_tls_options() {
+        let defaults = Config::default();
+        assert!(defaults.listeners.federation.is_none());
+        assert!(defaults.tls.cert_path.is_none());
+        assert!(defaults.federation.trusted_ca_paths.is_empty());
+
+        let mut t: toml::Table = toml::from_str(
+            r#"
+            [tls]
+            cert_path = "/etc/hs/tls.crt"
+            [federation]
+            trusted_ca_paths = ["/etc/hs/ca.crt"]
+            "#,
+        )
+        .unwrap();
+        apply_env_overrides(
+            &mut t,
+            vec![
+                ("HS_LISTENERS__FEDERATION".to_owned(), "0.0.0.0:8448".to_owned()),
+                ("HS_TLS__KEY_PATH".to_owned(), "/etc/hs/tls.key".to_owned()),
+            ]
+            .into_iter(),
+        );
+        let c: Config = t.try_into().unwrap();
+        assert_eq!(c.listeners.federation, Some("0.0.0.0:8448".parse().unwrap()));
+        assert_eq!(c.tls.key_path.as_deref(), Some(std::path::Path::new("/etc/hs/tls.key")));
+        assert_eq!(c.federation.trusted_ca_paths.len(), 1);
+        c.validate().unwrap();
+
+        let half = Config {
+            tls: Tls {
+                cert_path: Some("/x".into()),
+                key_path: None,
+            },
+            ..Config::default()
+        };
+        assert!(half.validate().is_err());
     }
 }

@@ -11,11 +11,14 @@ pub mod core;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod presence;
 pub mod ratelimit;
+pub mod receipts;
 pub mod rooms;
 pub mod services;
 pub mod storage;
 pub mod sync;
+pub mod typing;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -10,7 +10,10 @@ use crate::{
     config::Config,
     core::Core,
     keys::SigningKey,
+    presence::PresenceService,
     ratelimit::RateLimiter,
+    receipts::ReceiptService,
+    typing::TypingService,
     rooms::{timeline::TimelineService, RoomService},
     storage::Storage,
     sync::{notifier::Notifier, stream::StreamTracker, SyncService},
@@ -23,6 +26,9 @@ pub struct Services {
     pub accounts: AccountService,
     pub account_data: AccountDataService,
     pub sync: SyncService,
+    pub typing: TypingService,
+    pub receipts: ReceiptService,
+    pub presence: PresenceService,
     pub ratelimit: RateLimiter,
 }
 
@@ -33,7 +39,7 @@ impl Services {
         let key = SigningKey::load_or_generate(&config.signing_key_path)?;
         let storage =
             Storage::connect(&config.database.url, config.database.max_connections).await?;
-        let max_pos = storage.timeline.max_stream_pos().await?;
+        let max_pos = storage.timeline.max_stream_pos().await?.max(storage.receipts.max_receipt_pos().await?);
         let max_snapshot = storage.rooms.max_snapshot_id().await?;
         let notifier = Arc::new(Notifier::default());
         let core = Arc::new(Core {
@@ -47,11 +53,19 @@ impl Services {
             config: config.clone(),
         });
         let rooms = RoomService::new(core.clone());
+        let typing = TypingService::new(core.clone(), rooms.clone());
+        typing.spawn_expiry();
+        let receipts = ReceiptService::new(core.clone(), rooms.clone()).await?;
+        let presence = PresenceService::new(core.clone(), rooms.clone());
+        presence.spawn_idle_sweeper();
         Ok(Arc::new(Self {
             timeline: TimelineService::new(core.clone(), rooms.clone()),
             accounts: AccountService::new(core.clone(), rooms.clone()),
             account_data: AccountDataService::new(core.clone()),
-            sync: SyncService::new(core.clone(), rooms.clone()),
+            sync: SyncService::new(core.clone(), rooms.clone(), typing.clone(), receipts.clone(), presence.clone()),
+            typing,
+            receipts,
+            presence,
             ratelimit: RateLimiter::new(config.rate_limits.clone()),
             rooms,
             core,

@@ -1,7 +1,7 @@
 //! `createRoom`: the create event, the creator's join, power levels, the
 //! preset's rules, initial state, name, topic and invites, in that order.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use ruma::{OwnedRoomId, RoomId, RoomVersionId, UserId};
 use serde_json::{json, Value};
@@ -12,7 +12,7 @@ use crate::{
     events::{
         auth,
         auth::StateMap,
-        builder::{self, BuildContext, EventDraft},
+        builder::{self, BuildContext, Built, EventDraft},
     },
     storage::RoomRecord,
     util::now_ms,
@@ -126,16 +126,9 @@ impl RoomService {
             &Default::default(),
         )?;
         let room_id = built.pdu.room_id.clone();
-        core.storage
-            .rooms
-            .create_room(&RoomRecord {
-                room_id: room_id.to_string(),
-                room_version: version_str.clone(),
-                creator: creator.to_string(),
-                is_public: req.is_public,
-            })
-            .await?;
-        let handle = self.insert(RoomState {
+        // Plan every event against a scratch copy of the room first: if any is
+        // refused, nothing has been stored.
+        let mut st = RoomState {
             room_id: room_id.clone(),
             version,
             rules,
@@ -146,9 +139,10 @@ impl RoomService {
             latest_pos: 0,
             joined: Default::default(),
             invited: Default::default(),
-        });
-        let mut st = handle.write().await;
-        self.persist(&mut st, built, None, creator).await?;
+        };
+        let mut planned = Vec::new();
+        apply_to_scratch(&mut st, &built);
+        planned.push(built);
 
         // 2. The creator joins.
         let profile = core.storage.accounts.get_user(creator.as_str()).await?;
@@ -161,13 +155,11 @@ impl RoomService {
                 member["avatar_url"] = json!(url);
             }
         }
-        self.send_locked(
+        planned.push(self.plan(
             &mut st,
             creator,
             EventDraft::state("m.room.member", creator.as_str(), member),
-            None,
-        )
-        .await?;
+        )?);
 
         // 3. Power levels; v12 creators are implicit and must not be listed.
         let privileged = st.rules.authorization.explicitly_privilege_room_creators;
@@ -200,27 +192,19 @@ impl RoomService {
                 levels[k] = v;
             }
         }
-        self.send_locked(
+        planned.push(self.plan(
             &mut st,
             creator,
             EventDraft::state("m.room.power_levels", "", levels),
-            None,
-        )
-        .await?;
+        )?);
 
         // 4. Canonical alias.
         if let Some(alias) = &alias {
-            core.storage
-                .rooms
-                .set_alias(alias, room_id.as_str(), creator.as_str())
-                .await?;
-            self.send_locked(
+            planned.push(self.plan(
                 &mut st,
                 creator,
                 EventDraft::state("m.room.canonical_alias", "", json!({"alias": alias})),
-                None,
-            )
-            .await?;
+            )?);
         }
 
         // 5. The preset's join rules, history visibility and guest access.
@@ -247,8 +231,7 @@ impl RoomService {
             .collect();
         for (kind, content) in preset_events {
             if !overridden.contains(&(kind.to_owned(), String::new())) {
-                self.send_locked(&mut st, creator, EventDraft::state(kind, "", content), None)
-                    .await?;
+                planned.push(self.plan(&mut st, creator, EventDraft::state(kind, "", content))?);
             }
         }
 
@@ -260,27 +243,23 @@ impl RoomService {
             {
                 continue;
             }
-            self.send_locked(&mut st, creator, draft, None).await?;
+            planned.push(self.plan(&mut st, creator, draft)?);
         }
         if let Some(name) = req.name {
-            self.send_locked(
+            planned.push(self.plan(
                 &mut st,
                 creator,
                 EventDraft::state("m.room.name", "", json!({"name": name})),
-                None,
-            )
-            .await?;
+            )?);
         }
         if let Some(topic) = req.topic {
             let content =
                 json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]});
-            self.send_locked(
+            planned.push(self.plan(
                 &mut st,
                 creator,
                 EventDraft::state("m.room.topic", "", content),
-                None,
-            )
-            .await?;
+            )?);
         }
 
         // 8. Invites.
@@ -294,20 +273,78 @@ impl RoomService {
                     content["displayname"] = json!(name);
                 }
             }
-            self.send_locked(
+            planned.push(self.plan(
                 &mut st,
                 creator,
                 EventDraft::state("m.room.member", invitee, content),
-                None,
-            )
-            .await?;
+            )?);
         }
-        if req.is_public {
-            core.storage
+
+        // Every event is authorised: store the room, then persist them in order.
+        core.storage
+            .rooms
+            .create_room(&RoomRecord {
+                room_id: room_id.to_string(),
+                room_version: version_str.clone(),
+                creator: creator.to_string(),
+                is_public: req.is_public,
+            })
+            .await?;
+        if let Some(alias) = &alias {
+            if !core
+                .storage
                 .rooms
-                .set_room_public(room_id.as_str(), true)
-                .await?;
+                .set_alias(alias, room_id.as_str(), creator.as_str())
+                .await?
+            {
+                tracing::warn!(%alias, "alias was taken while the room was being created");
+            }
+        }
+        let handle = self.insert(RoomState {
+            room_id: room_id.clone(),
+            version: st.version.clone(),
+            rules: st.rules.clone(),
+            state: StateMap::new(),
+            extremities: Vec::new(),
+            max_depth: 0,
+            snapshot: 0,
+            latest_pos: 0,
+            joined: Default::default(),
+            invited: Default::default(),
+        });
+        let mut live = handle.write().await;
+        for built in planned {
+            self.persist(&mut live, built, None, creator).await?;
         }
         Ok(room_id)
+    }
+
+    /// Builds and authorises an event against a scratch room, and applies it there.
+    fn plan(&self, st: &mut RoomState, sender: &UserId, draft: EventDraft) -> Result<Built> {
+        let built = self.build(st, sender, &draft)?;
+        auth::check(
+            &st.rules.authorization,
+            &built.pdu,
+            &st.state,
+            &builder::index_by_id(&st.state),
+        )?;
+        apply_to_scratch(st, &built);
+        Ok(built)
+    }
+}
+
+/// Advances a scratch room past a planned event (nothing is persisted).
+fn apply_to_scratch(st: &mut RoomState, built: &Built) {
+    let pdu = &built.pdu;
+    st.extremities = vec![pdu.event_id.clone()];
+    st.max_depth = st.max_depth.max(pdu.depth);
+    if let Some(key) = &pdu.state_key {
+        if pdu.kind.to_string() == "m.room.member" {
+            if let Some(m) = pdu.content_str("membership") {
+                st.track_membership(key, &m);
+            }
+        }
+        st.state
+            .insert((pdu.kind.to_string(), key.clone()), Arc::new(pdu.clone()));
     }
 }

@@ -6,6 +6,7 @@
 //! stream position) so that a ScyllaDB backend can implement it later without
 //! cross-partition transactions.
 
+mod e2ee;
 pub mod sql;
 
 use std::sync::Arc;
@@ -13,6 +14,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::Result;
+
+// The end-to-end-encryption traits (keys, device lists, to-device, key backup)
+// and their records live in `e2ee.rs`.
+pub use e2ee::{
+    BackupKeyRecord, BackupVersionRecord, BackupWrite, ClaimedKey, DeviceKeysRecord,
+    DeviceListStore, InboxRecord, KeyBackupStore, KeyStore, KeyUpload, KeyUploadOutcome,
+    MembershipChange, OneTimeKeyRecord, SignatureRecord, ToDeviceMessage, ToDeviceStore,
+};
 
 /// A stream position: the single, monotonically increasing sequence number that
 /// orders everything a /sync can return (events, membership, account data...).
@@ -279,6 +288,32 @@ pub trait AccountDataStore: Send + Sync {
     ) -> Result<Vec<AccountDataRecord>>;
 }
 
+#[derive(Clone, Debug)]
+pub struct ReceiptRecord {
+    pub room_id: String,
+    /// `m.read`, `m.read.private` or `org.matrix.msc4089.delivery`.
+    pub receipt_type: String,
+    pub user_id: String,
+    /// `main`, a thread root's event id, or `""` for an unthreaded receipt.
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+    pub stream_pos: StreamPos,
+}
+
+/// Read receipts and MSC4089 delivery receipts.
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
+    /// Stores the latest receipt of its (room, type, user, thread).
+    async fn put_receipt(&self, receipt: &ReceiptRecord) -> Result<()>;
+    /// Stores a delivery receipt; `false` if the device had already acknowledged it.
+    async fn put_delivery_receipt(&self, receipt: &ReceiptRecord, event_sender: &str) -> Result<bool>;
+    async fn receipts_since(&self, room_id: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<ReceiptRecord>>;
+    /// Delivery receipts for events `sender` sent, in `(since, upto]`.
+    async fn delivery_receipts_for_sender(&self, sender: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<ReceiptRecord>>;
+    async fn max_receipt_pos(&self) -> Result<StreamPos>;
+}
+
 /// The storage handle the services use: one trait object per domain.
 #[derive(Clone)]
 pub struct Storage {
@@ -286,6 +321,11 @@ pub struct Storage {
     pub rooms: Arc<dyn RoomStore>,
     pub timeline: Arc<dyn TimelineStore>,
     pub account_data: Arc<dyn AccountDataStore>,
+    pub receipts: Arc<dyn ReceiptStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub device_lists: Arc<dyn DeviceListStore>,
+    pub to_device: Arc<dyn ToDeviceStore>,
+    pub backup: Arc<dyn KeyBackupStore>,
 }
 
 impl Storage {
@@ -296,7 +336,12 @@ impl Storage {
             accounts: store.clone(),
             rooms: store.clone(),
             timeline: store.clone(),
-            account_data: store,
+            account_data: store.clone(),
+            receipts: store.clone(),
+            keys: store.clone(),
+            device_lists: store.clone(),
+            to_device: store.clone(),
+            backup: store,
         })
     }
 }

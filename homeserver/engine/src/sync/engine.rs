@@ -8,7 +8,14 @@ use ruma::OwnedRoomId;
 use serde_json::{json, Map, Value};
 
 use super::{filter::Filter, make_token, notifier::WakeTarget, parse_token};
+use std::collections::HashMap;
+
 use crate::{
+    presence::PresenceService,
+    receipts::ReceiptService,
+    rooms::RoomHandle,
+    storage::ReceiptRecord,
+    typing::TypingService,
     core::Core,
     error::Result,
     events::client_format::{to_client, to_stripped},
@@ -25,12 +32,29 @@ pub struct SyncRequest {
     pub timeout_ms: u64,
     pub full_state: bool,
     pub filter: Filter,
+    /// The `set_presence` parameter: `online` (default), `unavailable` or `offline`.
+    pub set_presence: Option<String>,
 }
 
 #[derive(Clone)]
 pub struct SyncService {
     core: Arc<Core>,
     rooms: RoomService,
+    typing: TypingService,
+    receipts: ReceiptService,
+    presence: PresenceService,
+}
+
+/// Counts a sync as an open connection for presence while it runs.
+struct ConnectionGuard<'a> {
+    presence: &'a PresenceService,
+    user_id: &'a str,
+}
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.presence.connection_closed(self.user_id);
+    }
 }
 
 /// One computed response and what to wait on if it is empty.
@@ -52,8 +76,14 @@ const STRIPPED_STATE: &[&str] = &[
 ];
 
 impl SyncService {
-    pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
-        Self { core, rooms }
+    pub fn new(
+        core: Arc<Core>,
+        rooms: RoomService,
+        typing: TypingService,
+        receipts: ReceiptService,
+        presence: PresenceService,
+    ) -> Self {
+        Self { core, rooms, typing, receipts, presence }
     }
 
     pub async fn sync(&self, req: &SyncRequest) -> Result<Value> {
@@ -63,6 +93,8 @@ impl SyncService {
                 .min(self.core.config.limits.max_sync_timeout_ms),
         );
         let deadline = tokio::time::Instant::now() + timeout;
+        self.presence.connection_opened(&req.user_id, req.set_presence.as_deref()).await;
+        let _connection = ConnectionGuard { presence: &self.presence, user_id: &req.user_id };
         loop {
             // Subscribe before reading, so a wake-up between the read and the wait is kept.
             let user_key = self
@@ -120,6 +152,8 @@ impl SyncService {
         let mut invite = Map::new();
         let mut leave = Map::new();
         let mut large_rooms = Vec::new();
+        let deliveries = self.receipts.deliveries_for(&req.user_id, since, upto).await?;
+        let mut joined_handles = Vec::new();
 
         for m in memberships
             .iter()
@@ -133,7 +167,7 @@ impl SyncService {
             match m.membership.as_str() {
                 "join" => {
                     if let Some(room) = self
-                        .joined_room(req, m, since, upto, room_data, &mut large_rooms)
+                        .joined_room(req, m, since, upto, room_data, &mut large_rooms, &deliveries, &mut joined_handles)
                         .await?
                     {
                         join.insert(m.room_id.clone(), room);
@@ -157,18 +191,33 @@ impl SyncService {
             .filter(|a| a.room_id.is_none())
             .map(|a| json!({"type": a.event_type, "content": serde_json::from_str::<Value>(&a.content).unwrap_or(json!({}))}))
             .collect();
+        let mut presence = Vec::new();
+        for event in self.presence.events_since(since, upto, |_| true) {
+            let sender = event["sender"].as_str().unwrap_or_default();
+            let mut shares = sender == req.user_id;
+            for room in &joined_handles {
+                if shares {
+                    break;
+                }
+                shares = room.read().await.joined.contains(sender);
+            }
+            if shares {
+                presence.push(event);
+            }
+        }
         let e2ee =
             super::e2ee::sections(&self.core, &req.user_id, &req.device_id, since, upto).await?;
         let empty = join.is_empty()
             && invite.is_empty()
             && leave.is_empty()
             && global.is_empty()
+            && presence.is_empty()
             && !e2ee.has_updates();
         let body = json!({
             "next_batch": make_token(upto),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "account_data": {"events": global},
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "to_device": {"events": e2ee.to_device},
             "device_lists": {"changed": e2ee.device_lists_changed, "left": e2ee.device_lists_left},
             "device_one_time_keys_count": e2ee.one_time_keys_count,
@@ -189,6 +238,8 @@ impl SyncService {
         upto: StreamPos,
         room_data: Vec<Value>,
         large_rooms: &mut Vec<String>,
+        deliveries: &HashMap<String, Vec<ReceiptRecord>>,
+        joined_handles: &mut Vec<RoomHandle>,
     ) -> Result<Option<Value>> {
         let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else {
             return Ok(None);
@@ -216,10 +267,29 @@ impl SyncService {
         if is_large {
             large_rooms.push(m.room_id.clone());
         }
+        joined_handles.push(room.clone());
+        let mut ephemeral = Vec::new();
+        ephemeral.extend(self.typing.typing_event(&m.room_id, since, upto));
+        let room_deliveries = deliveries.get(&m.room_id).map(Vec::as_slice).unwrap_or(&[]);
+        ephemeral.extend(
+            self.receipts
+                .receipt_event(&m.room_id, &req.user_id, since, upto, room_deliveries)
+                .await?,
+        );
         let newly_joined = since.is_none_or(|s| m.stream_pos > s);
         let has_new = since.is_none_or(|s| latest > s);
-        if !newly_joined && !has_new && !req.full_state && room_data.is_empty() {
+        if !newly_joined && !has_new && !req.full_state && room_data.is_empty() && ephemeral.is_empty() {
             return Ok(None);
+        }
+        if !newly_joined && !has_new && !req.full_state {
+            // Only ephemeral or account-data news: no timeline to send.
+            return Ok(Some(json!({
+                "timeline": {"events": [], "limited": false, "prev_batch": make_token(since.unwrap_or(upto))},
+                "state": {"events": []},
+                "account_data": {"events": room_data},
+                "ephemeral": {"events": ephemeral},
+                "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+            })));
         }
 
         let lower = if newly_joined { 0 } else { since.unwrap_or(0) };
@@ -298,7 +368,7 @@ impl SyncService {
             "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
             "state": {"events": state},
             "account_data": {"events": room_data},
-            "ephemeral": {"events": []},
+            "ephemeral": {"events": ephemeral},
             "summary": {
                 "m.joined_member_count": joined_count,
                 "m.invited_member_count": invited_count,

@@ -8,8 +8,13 @@
 
 mod account_data;
 mod accounts;
+mod backup;
+mod device_lists;
+mod keys;
+mod receipts;
 mod rooms;
 mod timeline;
+mod to_device;
 
 use sqlx::{
     any::{AnyPoolOptions, AnyRow},
@@ -17,7 +22,11 @@ use sqlx::{
 };
 
 /// Ordered schema migrations. A migration is never edited once released.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_e2ee.sql")),
+    (3, include_str!("../migrations/0003_receipts.sql")),
+];
 
 pub struct SqlStore {
     /// Serialises writes on SQLite; on PostgreSQL it is the same pool as `read`.

@@ -1,0 +1,277 @@
+//! Presence: `online`, `unavailable` or `offline`, with last activity.
+//!
+//! A user is online while they have a live connection (a long-poll or a
+//! stream) and act; after `idle_after_ms` without activity they become
+//! unavailable; when their last connection has been gone for
+//! `offline_grace_ms` they go offline. State lives in memory (Redis when a
+//! region runs several instances). Every change takes a stream position and
+//! wakes the users who share a room with them.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::{
+    core::Core,
+    error::{Error, Result},
+    rooms::RoomService,
+    storage::StreamPos,
+    sync::notifier::WakeTarget,
+    util::now_ms,
+};
+
+pub const ONLINE: &str = "online";
+pub const UNAVAILABLE: &str = "unavailable";
+pub const OFFLINE: &str = "offline";
+
+/// How many recent changes are indexed; older tokens scan the whole map.
+const CHANGE_LOG: usize = 65_536;
+
+#[derive(Clone, Debug)]
+struct UserPresence {
+    state: &'static str,
+    status_msg: Option<String>,
+    last_active_ms: i64,
+    pos: StreamPos,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<String, UserPresence>,
+    /// Open connections per user.
+    connections: HashMap<String, usize>,
+    /// `(pos, user)` of recent changes, oldest first.
+    log: VecDeque<(StreamPos, String)>,
+}
+
+#[derive(Clone)]
+pub struct PresenceService {
+    core: Arc<Core>,
+    rooms: RoomService,
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn parse_state(s: &str) -> Result<&'static str> {
+    match s {
+        ONLINE => Ok(ONLINE),
+        UNAVAILABLE => Ok(UNAVAILABLE),
+        OFFLINE => Ok(OFFLINE),
+        _ => Err(Error::invalid_param("presence must be online, unavailable or offline")),
+    }
+}
+
+impl PresenceService {
+    pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
+        Self { core, rooms, inner: Default::default() }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.core.config.presence.enabled
+    }
+
+    /// `PUT /presence/{userId}/status`.
+    pub async fn set(&self, user_id: &str, state: &str, status_msg: Option<String>) -> Result<()> {
+        let state = parse_state(state)?;
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.update(user_id, Some(state), Some(status_msg), true).await;
+        Ok(())
+    }
+
+    /// `GET /presence/{userId}/status`.
+    pub fn get(&self, user_id: &str) -> Value {
+        let inner = self.inner.lock();
+        match inner.users.get(user_id).filter(|_| self.enabled()) {
+            Some(p) => {
+                let mut out = json!({
+                    "presence": p.state,
+                    "last_active_ago": (now_ms() - p.last_active_ms).max(0),
+                    "currently_active": p.state == ONLINE,
+                });
+                if let Some(msg) = &p.status_msg {
+                    out["status_msg"] = json!(msg);
+                }
+                out
+            }
+            None => json!({"presence": OFFLINE}),
+        }
+    }
+
+    /// A sync or stream connection opened. `set_presence` is the sync
+    /// parameter (`online` by default).
+    pub async fn connection_opened(&self, user_id: &str, set_presence: Option<&str>) {
+        if !self.enabled() {
+            return;
+        }
+        *self.inner.lock().connections.entry(user_id.to_owned()).or_default() += 1;
+        let state = match set_presence.map(parse_state) {
+            Some(Ok(OFFLINE)) => return,
+            Some(Ok(s)) => s,
+            _ => ONLINE,
+        };
+        self.update(user_id, Some(state), None, true).await;
+    }
+
+    /// A connection closed; the user goes offline after the grace period if it
+    /// was their last one.
+    pub fn connection_closed(&self, user_id: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let last = {
+            let mut inner = self.inner.lock();
+            let n = inner.connections.entry(user_id.to_owned()).or_default();
+            *n = n.saturating_sub(1);
+            let last = *n == 0;
+            if last {
+                inner.connections.remove(user_id);
+            }
+            last
+        };
+        if !last {
+            return;
+        }
+        let this = self.clone();
+        let user = user_id.to_owned();
+        let grace = Duration::from_millis(self.core.config.presence.offline_grace_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let still_gone = !this.inner.lock().connections.contains_key(&user);
+            if still_gone {
+                this.update(&user, Some(OFFLINE), None, false).await;
+            }
+        });
+    }
+
+    /// Applies a change; wakes co-members only if something visible changed.
+    async fn update(&self, user_id: &str, state: Option<&'static str>, status_msg: Option<Option<String>>, active: bool) {
+        let now = now_ms();
+        let pos = {
+            let mut inner = self.inner.lock();
+            let entry = inner.users.entry(user_id.to_owned()).or_insert(UserPresence {
+                state: OFFLINE,
+                status_msg: None,
+                last_active_ms: now,
+                pos: 0,
+            });
+            let mut changed = false;
+            if let Some(s) = state {
+                changed |= entry.state != s;
+                entry.state = s;
+            }
+            if let Some(msg) = status_msg {
+                changed |= entry.status_msg != msg;
+                entry.status_msg = msg;
+            }
+            if active {
+                // Activity only counts as news after a long quiet spell.
+                changed |= now - entry.last_active_ms > 60_000;
+                entry.last_active_ms = now;
+            }
+            if !changed {
+                return;
+            }
+            let pos = self.core.stream.allocate();
+            entry.pos = pos;
+            inner.log.push_back((pos, user_id.to_owned()));
+            if inner.log.len() > CHANGE_LOG {
+                inner.log.pop_front();
+            }
+            pos
+        };
+        let wake = self.audience(user_id).await;
+        self.core.complete(pos, wake);
+    }
+
+    /// Who should be woken by a change of `user_id`'s presence.
+    async fn audience(&self, user_id: &str) -> Vec<WakeTarget> {
+        let mut targets = vec![WakeTarget::User(user_id.to_owned())];
+        let Ok(memberships) = self.core.storage.rooms.memberships_for_user(user_id).await else { return targets };
+        let mut seen = HashSet::new();
+        for m in memberships.into_iter().filter(|m| m.membership == "join") {
+            let Ok(room_id) = ruma::OwnedRoomId::try_from(m.room_id.as_str()) else { continue };
+            let Ok(Some(room)) = self.rooms.get(&room_id).await else { continue };
+            let st = room.read().await;
+            if st.is_large() {
+                targets.push(WakeTarget::Room(m.room_id.clone()));
+            } else {
+                for u in &st.joined {
+                    if seen.insert(u.clone()) {
+                        targets.push(WakeTarget::User(u.clone()));
+                    }
+                }
+            }
+        }
+        targets
+    }
+
+    /// `m.presence` events for /sync: changes in `(since, upto]` of users for
+    /// whom `visible` holds.
+    pub fn events_since(&self, since: Option<StreamPos>, upto: StreamPos, visible: impl Fn(&str) -> bool) -> Vec<Value> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        let inner = self.inner.lock();
+        let since = since.unwrap_or(0);
+        let covered = inner.log.front().is_some_and(|(p, _)| *p <= since + 1);
+        let candidates: Vec<&String> = if covered {
+            let mut v: Vec<&String> = inner.log.iter().filter(|(p, _)| *p > since && *p <= upto).map(|(_, u)| u).collect();
+            v.sort();
+            v.dedup();
+            v
+        } else {
+            inner.users.iter().filter(|(_, p)| p.pos > since && p.pos <= upto).map(|(u, _)| u).collect()
+        };
+        let now = now_ms();
+        candidates
+            .into_iter()
+            .filter(|u| visible(u))
+            .filter_map(|u| inner.users.get(u.as_str()).map(|p| (u, p)))
+            .filter(|(_, p)| p.pos > since && p.pos <= upto)
+            .map(|(u, p)| {
+                let mut content = json!({
+                    "presence": p.state,
+                    "last_active_ago": (now - p.last_active_ms).max(0),
+                    "currently_active": p.state == ONLINE,
+                });
+                if let Some(msg) = &p.status_msg {
+                    content["status_msg"] = json!(msg);
+                }
+                json!({"type": "m.presence", "sender": u, "content": content})
+            })
+            .collect()
+    }
+
+    /// Marks online users idle after `idle_after_ms`; runs until the process exits.
+    pub fn spawn_idle_sweeper(&self) {
+        if !self.enabled() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let idle = this.core.config.presence.idle_after_ms as i64;
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let now = now_ms();
+                let idle_users: Vec<String> = this
+                    .inner
+                    .lock()
+                    .users
+                    .iter()
+                    .filter(|(_, p)| p.state == ONLINE && now - p.last_active_ms > idle)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                for user in idle_users {
+                    this.update(&user, Some(UNAVAILABLE), None, false).await;
+                }
+            }
+        });
+    }
+}
