@@ -156,6 +156,11 @@ async fn delete_route(
         .accounts
         .delete_device(user.user_id.as_str(), req.body.device_id.as_str())
         .await?;
+    // The device's keys and to-device inbox go with it.
+    state
+        .keys
+        .devices_removed(&user.user_id, &[req.body.device_id.to_string()])
+        .await?;
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }
 
@@ -180,5 +185,7 @@ async fn delete_many_route(
             .delete_device(user.user_id.as_str(), device_id.as_str())
             .await?;
     }
+    let removed: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
+    state.keys.devices_removed(&user.user_id, &removed).await?;
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }

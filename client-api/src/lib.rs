@@ -7,6 +7,7 @@
 
 mod account_data;
 mod admin;
+mod backup;
 mod devices;
 mod directory;
 mod discovery;
@@ -14,11 +15,13 @@ mod ephemeral;
 pub mod error;
 mod events;
 pub mod extract;
+mod keys;
 mod profile;
 mod register;
 mod rooms;
 mod session;
 mod sync;
+mod to_device;
 
 use axum::{
     body::Body,
@@ -79,6 +82,9 @@ pub fn router() -> Router<AppState> {
     let r = directory::routes(r);
     let r = sync::routes(r);
     let r = ephemeral::routes(r);
+    let r = keys::routes(r);
+    let r = to_device::routes(r);
+    let r = backup::routes(r);
     let r = admin::routes(r);
     account_data::routes(r)
 }

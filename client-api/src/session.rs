@@ -104,7 +104,13 @@ async fn logout_route(
     State(state): State<AppState>,
     req: Ruma<logout::v3::Request>,
 ) -> ApiResult<RumaResponse<logout::v3::Response>> {
-    state.accounts.logout(req.user()?).await?;
+    let user = req.user()?;
+    state.accounts.logout(user).await?;
+    // The device's keys and to-device inbox go with it.
+    state
+        .keys
+        .devices_removed(&user.user_id, std::slice::from_ref(&user.device_id))
+        .await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 
@@ -112,7 +118,19 @@ async fn logout_all_route(
     State(state): State<AppState>,
     req: Ruma<logout_all::v3::Request>,
 ) -> ApiResult<RumaResponse<logout_all::v3::Response>> {
-    state.accounts.logout_all(&req.user()?.user_id).await?;
+    let user_id = &req.user()?.user_id;
+    let devices: Vec<String> = state
+        .core
+        .storage
+        .accounts
+        .list_devices(user_id.as_str())
+        .await?
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    state.accounts.logout_all(user_id).await?;
+    // Every device's keys and to-device inbox go with them.
+    state.keys.devices_removed(user_id, &devices).await?;
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }
 

@@ -149,6 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let client = async move { client.await };
     let federation = async move {
         let make = app.into_make_service_with_connect_info::<SocketAddr>();
         match federation {
@@ -171,7 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             let _ = rx.await;
             let _ = stop_tx.send(());
         };
-        let (client, federation, ()) = tokio::join!(client.into_future(), federation, signal);
+        let (client, federation, ()) = tokio::join!(client, federation, signal);
         for (name, result) in [("client", client), ("federation", federation)] {
             if let Err(e) = result {
                 tracing::error!(listener = name, error = %e, "server stopped with an error");

@@ -3,7 +3,7 @@ module homeserver.local/complement
 go 1.25.0
 
 // Complement is not served by the Go module proxy, so its source is kept in
-// upstream/, unmodified (upstream/UPSTREAM.md names the commit). The versions
+// upstream/, unmodified (upstream.txt names the commit). The versions
 // below are Complement's own go.mod requirements.
 replace github.com/matrix-org/complement => ./upstream
 

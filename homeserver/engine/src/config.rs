@@ -41,7 +41,11 @@ pub struct Presence {
 
 impl Default for Presence {
     fn default() -> Self {
-        Self { enabled: true, idle_after_ms: 5 * 60 * 1000, offline_grace_ms: 30_000 }
+        Self {
+            enabled: true,
+            idle_after_ms: 5 * 60 * 1000,
+            offline_grace_ms: 30_000,
+        }
     }
 }
 
@@ -375,14 +379,23 @@ mod tests {
         apply_env_overrides(
             &mut t,
             vec![
-                ("HS_LISTENERS__FEDERATION".to_owned(), "0.0.0.0:8448".to_owned()),
+                (
+                    "HS_LISTENERS__FEDERATION".to_owned(),
+                    "0.0.0.0:8448".to_owned(),
+                ),
                 ("HS_TLS__KEY_PATH".to_owned(), "/etc/hs/tls.key".to_owned()),
             ]
             .into_iter(),
         );
         let c: Config = t.try_into().unwrap();
-        assert_eq!(c.listeners.federation, Some("0.0.0.0:8448".parse().unwrap()));
-        assert_eq!(c.tls.key_path.as_deref(), Some(std::path::Path::new("/etc/hs/tls.key")));
+        assert_eq!(
+            c.listeners.federation,
+            Some("0.0.0.0:8448".parse().unwrap())
+        );
+        assert_eq!(
+            c.tls.key_path.as_deref(),
+            Some(std::path::Path::new("/etc/hs/tls.key"))
+        );
         assert_eq!(c.federation.trusted_ca_paths.len(), 1);
         c.validate().unwrap();
 

@@ -18,6 +18,7 @@ pub mod rooms;
 pub mod services;
 pub mod storage;
 pub mod sync;
+pub mod to_device;
 pub mod typing;
 pub mod util;
 

@@ -61,13 +61,19 @@ fn parse_state(s: &str) -> Result<&'static str> {
         ONLINE => Ok(ONLINE),
         UNAVAILABLE => Ok(UNAVAILABLE),
         OFFLINE => Ok(OFFLINE),
-        _ => Err(Error::invalid_param("presence must be online, unavailable or offline")),
+        _ => Err(Error::invalid_param(
+            "presence must be online, unavailable or offline",
+        )),
     }
 }
 
 impl PresenceService {
     pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
-        Self { core, rooms, inner: Default::default() }
+        Self {
+            core,
+            rooms,
+            inner: Default::default(),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -80,7 +86,8 @@ impl PresenceService {
         if !self.enabled() {
             return Ok(());
         }
-        self.update(user_id, Some(state), Some(status_msg), true).await;
+        self.update(user_id, Some(state), Some(status_msg), true)
+            .await;
         Ok(())
     }
 
@@ -109,7 +116,12 @@ impl PresenceService {
         if !self.enabled() {
             return;
         }
-        *self.inner.lock().connections.entry(user_id.to_owned()).or_default() += 1;
+        *self
+            .inner
+            .lock()
+            .connections
+            .entry(user_id.to_owned())
+            .or_default() += 1;
         let state = match set_presence.map(parse_state) {
             Some(Ok(OFFLINE)) => return,
             Some(Ok(s)) => s,
@@ -150,16 +162,25 @@ impl PresenceService {
     }
 
     /// Applies a change; wakes co-members only if something visible changed.
-    async fn update(&self, user_id: &str, state: Option<&'static str>, status_msg: Option<Option<String>>, active: bool) {
+    async fn update(
+        &self,
+        user_id: &str,
+        state: Option<&'static str>,
+        status_msg: Option<Option<String>>,
+        active: bool,
+    ) {
         let now = now_ms();
         let pos = {
             let mut inner = self.inner.lock();
-            let entry = inner.users.entry(user_id.to_owned()).or_insert(UserPresence {
-                state: OFFLINE,
-                status_msg: None,
-                last_active_ms: now,
-                pos: 0,
-            });
+            let entry = inner
+                .users
+                .entry(user_id.to_owned())
+                .or_insert(UserPresence {
+                    state: OFFLINE,
+                    status_msg: None,
+                    last_active_ms: now,
+                    pos: 0,
+                });
             let mut changed = false;
             if let Some(s) = state {
                 changed |= entry.state != s;
@@ -192,11 +213,17 @@ impl PresenceService {
     /// Who should be woken by a change of `user_id`'s presence.
     async fn audience(&self, user_id: &str) -> Vec<WakeTarget> {
         let mut targets = vec![WakeTarget::User(user_id.to_owned())];
-        let Ok(memberships) = self.core.storage.rooms.memberships_for_user(user_id).await else { return targets };
+        let Ok(memberships) = self.core.storage.rooms.memberships_for_user(user_id).await else {
+            return targets;
+        };
         let mut seen = HashSet::new();
         for m in memberships.into_iter().filter(|m| m.membership == "join") {
-            let Ok(room_id) = ruma::OwnedRoomId::try_from(m.room_id.as_str()) else { continue };
-            let Ok(Some(room)) = self.rooms.get(&room_id).await else { continue };
+            let Ok(room_id) = ruma::OwnedRoomId::try_from(m.room_id.as_str()) else {
+                continue;
+            };
+            let Ok(Some(room)) = self.rooms.get(&room_id).await else {
+                continue;
+            };
             let st = room.read().await;
             if st.is_large() {
                 targets.push(WakeTarget::Room(m.room_id.clone()));
@@ -213,7 +240,12 @@ impl PresenceService {
 
     /// `m.presence` events for /sync: changes in `(since, upto]` of users for
     /// whom `visible` holds.
-    pub fn events_since(&self, since: Option<StreamPos>, upto: StreamPos, visible: impl Fn(&str) -> bool) -> Vec<Value> {
+    pub fn events_since(
+        &self,
+        since: Option<StreamPos>,
+        upto: StreamPos,
+        visible: impl Fn(&str) -> bool,
+    ) -> Vec<Value> {
         if !self.enabled() {
             return Vec::new();
         }
@@ -221,12 +253,22 @@ impl PresenceService {
         let since = since.unwrap_or(0);
         let covered = inner.log.front().is_some_and(|(p, _)| *p <= since + 1);
         let candidates: Vec<&String> = if covered {
-            let mut v: Vec<&String> = inner.log.iter().filter(|(p, _)| *p > since && *p <= upto).map(|(_, u)| u).collect();
+            let mut v: Vec<&String> = inner
+                .log
+                .iter()
+                .filter(|(p, _)| *p > since && *p <= upto)
+                .map(|(_, u)| u)
+                .collect();
             v.sort();
             v.dedup();
             v
         } else {
-            inner.users.iter().filter(|(_, p)| p.pos > since && p.pos <= upto).map(|(u, _)| u).collect()
+            inner
+                .users
+                .iter()
+                .filter(|(_, p)| p.pos > since && p.pos <= upto)
+                .map(|(u, _)| u)
+                .collect()
         };
         let now = now_ms();
         candidates

@@ -42,20 +42,39 @@ pub struct ReceiptService {
 impl ReceiptService {
     pub async fn new(core: Arc<Core>, rooms: RoomService) -> Result<Self> {
         let floor = core.storage.receipts.max_receipt_pos().await?;
-        Ok(Self { core, rooms, room_pos: Default::default(), sender_pos: Default::default(), floor })
+        Ok(Self {
+            core,
+            rooms,
+            room_pos: Default::default(),
+            sender_pos: Default::default(),
+            floor,
+        })
     }
 
     /// `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`.
-    pub async fn post(&self, room_id: &RoomId, user_id: &str, receipt_type: &str, event_id: &str, thread_id: Option<&str>) -> Result<()> {
+    pub async fn post(
+        &self,
+        room_id: &RoomId,
+        user_id: &str,
+        receipt_type: &str,
+        event_id: &str,
+        thread_id: Option<&str>,
+    ) -> Result<()> {
         if !matches!(receipt_type, READ | READ_PRIVATE | FULLY_READ | DELIVERY) {
-            return Err(Error::invalid_param(format!("Unknown receipt type {receipt_type}")));
+            return Err(Error::invalid_param(format!(
+                "Unknown receipt type {receipt_type}"
+            )));
         }
         if let Some(t) = thread_id {
             if receipt_type == FULLY_READ || receipt_type == DELIVERY {
-                return Err(Error::invalid_param("thread_id is not allowed for this receipt type"));
+                return Err(Error::invalid_param(
+                    "thread_id is not allowed for this receipt type",
+                ));
             }
             if t != "main" && !t.starts_with('$') {
-                return Err(Error::invalid_param("thread_id must be `main` or an event id"));
+                return Err(Error::invalid_param(
+                    "thread_id must be `main` or an event id",
+                ));
             }
         }
         self.rooms.require_joined(room_id, user_id).await?;
@@ -82,8 +101,17 @@ impl ReceiptService {
         };
         let result = match receipt_type {
             DELIVERY => {
-                let sender = serde_json::from_str::<Value>(&event.pdu_json)?["sender"].as_str().unwrap_or_default().to_owned();
-                match self.core.storage.receipts.put_delivery_receipt(&record, &sender).await {
+                let sender = serde_json::from_str::<Value>(&event.pdu_json)?["sender"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                match self
+                    .core
+                    .storage
+                    .receipts
+                    .put_delivery_receipt(&record, &sender)
+                    .await
+                {
                     Ok(true) if sender != user_id => {
                         self.sender_pos.lock().insert(sender.clone(), pos);
                         Ok(vec![WakeTarget::User(sender)])
@@ -123,7 +151,10 @@ impl ReceiptService {
                 if st.is_large() {
                     vec![WakeTarget::Room(room_id.to_string())]
                 } else {
-                    st.joined.iter().map(|u| WakeTarget::User(u.clone())).collect()
+                    st.joined
+                        .iter()
+                        .map(|u| WakeTarget::User(u.clone()))
+                        .collect()
                 }
             }
             _ => Vec::new(),
@@ -133,18 +164,39 @@ impl ReceiptService {
     /// Whether the room may have read receipts newer than `since`.
     fn room_changed(&self, room_id: &str, since: Option<StreamPos>) -> bool {
         let Some(since) = since else { return true };
-        let last = self.room_pos.lock().get(room_id).copied().unwrap_or(self.floor);
+        let last = self
+            .room_pos
+            .lock()
+            .get(room_id)
+            .copied()
+            .unwrap_or(self.floor);
         last > since
     }
 
     /// Delivery receipts for events `viewer` sent, grouped by room.
-    pub async fn deliveries_for(&self, viewer: &str, since: Option<StreamPos>, upto: StreamPos) -> Result<HashMap<String, Vec<ReceiptRecord>>> {
-        let last = self.sender_pos.lock().get(viewer).copied().unwrap_or(self.floor);
+    pub async fn deliveries_for(
+        &self,
+        viewer: &str,
+        since: Option<StreamPos>,
+        upto: StreamPos,
+    ) -> Result<HashMap<String, Vec<ReceiptRecord>>> {
+        let last = self
+            .sender_pos
+            .lock()
+            .get(viewer)
+            .copied()
+            .unwrap_or(self.floor);
         let mut out: HashMap<String, Vec<ReceiptRecord>> = HashMap::new();
         if since.is_some_and(|s| last <= s) {
             return Ok(out);
         }
-        for r in self.core.storage.receipts.delivery_receipts_for_sender(viewer, since.unwrap_or(0), upto).await? {
+        for r in self
+            .core
+            .storage
+            .receipts
+            .delivery_receipts_for_sender(viewer, since.unwrap_or(0), upto)
+            .await?
+        {
             out.entry(r.room_id.clone()).or_default().push(r);
         }
         Ok(out)
@@ -162,7 +214,12 @@ impl ReceiptService {
     ) -> Result<Option<Value>> {
         let mut records = Vec::new();
         if self.room_changed(room_id, since) {
-            records = self.core.storage.receipts.receipts_since(room_id, since.unwrap_or(0), upto).await?;
+            records = self
+                .core
+                .storage
+                .receipts
+                .receipts_since(room_id, since.unwrap_or(0), upto)
+                .await?;
             records.retain(|r| r.receipt_type != READ_PRIVATE || r.user_id == viewer);
         }
         records.extend(deliveries.iter().cloned());
@@ -176,7 +233,9 @@ impl ReceiptService {
                 entry["thread_id"] = json!(r.thread_id);
             }
             let by_event = content.entry(r.event_id).or_insert_with(|| json!({}));
-            let by_type = by_event.as_object_mut().map(|o| o.entry(r.receipt_type).or_insert_with(|| json!({})));
+            let by_type = by_event
+                .as_object_mut()
+                .map(|o| o.entry(r.receipt_type).or_insert_with(|| json!({})));
             if let Some(Value::Object(users)) = by_type {
                 users.insert(r.user_id, entry);
             }

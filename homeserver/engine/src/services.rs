@@ -9,14 +9,15 @@ use crate::{
     accounts::AccountService,
     config::Config,
     core::Core,
-    keys::SigningKey,
+    keys::{KeyBackupService, KeysService, SigningKey},
     presence::PresenceService,
     ratelimit::RateLimiter,
     receipts::ReceiptService,
-    typing::TypingService,
     rooms::{timeline::TimelineService, RoomService},
     storage::Storage,
     sync::{notifier::Notifier, stream::StreamTracker, SyncService},
+    to_device::ToDeviceService,
+    typing::TypingService,
 };
 
 pub struct Services {
@@ -29,6 +30,9 @@ pub struct Services {
     pub typing: TypingService,
     pub receipts: ReceiptService,
     pub presence: PresenceService,
+    pub keys: KeysService,
+    pub key_backup: KeyBackupService,
+    pub to_device: ToDeviceService,
     pub ratelimit: RateLimiter,
 }
 
@@ -39,7 +43,13 @@ impl Services {
         let key = SigningKey::load_or_generate(&config.signing_key_path)?;
         let storage =
             Storage::connect(&config.database.url, config.database.max_connections).await?;
-        let max_pos = storage.timeline.max_stream_pos().await?.max(storage.receipts.max_receipt_pos().await?);
+        let max_pos = storage
+            .timeline
+            .max_stream_pos()
+            .await?
+            .max(storage.receipts.max_receipt_pos().await?);
+        // To-device and device-list positions live in the E2EE tables.
+        let max_pos = max_pos.max(storage.device_lists.max_stream_pos().await?);
         let max_snapshot = storage.rooms.max_snapshot_id().await?;
         let notifier = Arc::new(Notifier::default());
         let core = Arc::new(Core {
@@ -62,10 +72,19 @@ impl Services {
             timeline: TimelineService::new(core.clone(), rooms.clone()),
             accounts: AccountService::new(core.clone(), rooms.clone()),
             account_data: AccountDataService::new(core.clone()),
-            sync: SyncService::new(core.clone(), rooms.clone(), typing.clone(), receipts.clone(), presence.clone()),
+            sync: SyncService::new(
+                core.clone(),
+                rooms.clone(),
+                typing.clone(),
+                receipts.clone(),
+                presence.clone(),
+            ),
             typing,
             receipts,
             presence,
+            keys: KeysService::new(core.clone()),
+            key_backup: KeyBackupService::new(core.clone()),
+            to_device: ToDeviceService::new(core.clone()),
             ratelimit: RateLimiter::new(config.rate_limits.clone()),
             rooms,
             core,

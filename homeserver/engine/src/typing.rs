@@ -41,11 +41,21 @@ pub struct TypingService {
 
 impl TypingService {
     pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
-        Self { core, rooms, state: Default::default() }
+        Self {
+            core,
+            rooms,
+            state: Default::default(),
+        }
     }
 
     /// `PUT /rooms/{roomId}/typing/{userId}`.
-    pub async fn set_typing(&self, room_id: &RoomId, user_id: &str, typing: bool, timeout: Duration) -> Result<()> {
+    pub async fn set_typing(
+        &self,
+        room_id: &RoomId,
+        user_id: &str,
+        typing: bool,
+        timeout: Duration,
+    ) -> Result<()> {
         self.rooms.require_joined(room_id, user_id).await?;
         let changed = {
             let mut state = self.state.lock();
@@ -76,7 +86,10 @@ impl TypingService {
                     if st.is_large() {
                         vec![WakeTarget::Room(room_id.to_owned())]
                     } else {
-                        st.joined.iter().map(|u| WakeTarget::User(u.clone())).collect()
+                        st.joined
+                            .iter()
+                            .map(|u| WakeTarget::User(u.clone()))
+                            .collect()
                     }
                 }
                 _ => Vec::new(),
@@ -88,7 +101,12 @@ impl TypingService {
 
     /// The `m.typing` content for a room if it changed after `since` (always on
     /// an initial sync when someone is typing).
-    pub fn typing_event(&self, room_id: &str, since: Option<StreamPos>, upto: StreamPos) -> Option<serde_json::Value> {
+    pub fn typing_event(
+        &self,
+        room_id: &str,
+        since: Option<StreamPos>,
+        upto: StreamPos,
+    ) -> Option<serde_json::Value> {
         let state = self.state.lock();
         let room = state.get(room_id)?;
         let changed = match since {

@@ -279,7 +279,8 @@ func (s *Server) start(timeout time.Duration) error {
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// Only our own options reach the server; HS_* from the caller would override them.
-	cmd.Env = filteredEnv()
+	// anyhow's error backtraces would bury the error itself in the log's tail.
+	cmd.Env = append(filteredEnv(), "RUST_LIB_BACKTRACE=0")
 	// The server dies with the test process even if the test binary is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

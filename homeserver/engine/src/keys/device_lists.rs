@@ -12,12 +12,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use ruma::UserId;
 
 use super::KeysService;
-use crate::{
-    core::Core,
-    error::Result,
-    storage::StreamPos,
-    sync::notifier::WakeTarget,
-};
+use crate::{core::Core, error::Result, storage::StreamPos, sync::notifier::WakeTarget};
 
 /// `(changed, left)` for `user_id` between the positions `from` and `to`.
 pub async fn delta(

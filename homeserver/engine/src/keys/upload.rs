@@ -59,7 +59,9 @@ impl KeysService {
                 .and_then(|s| public_key(s, &ed25519_id))
                 .map(str::to_owned),
         };
-        let key_check = |id: &str, v: &Value| check_one_time_key(id, v, user, device_id, signing_key.as_deref());
+        let key_check = |id: &str, v: &Value| {
+            check_one_time_key(id, v, user, device_id, signing_key.as_deref())
+        };
         let one_time_keys = upload
             .one_time_keys
             .iter()
@@ -77,7 +79,9 @@ impl KeysService {
         }
 
         // Identity keys that others will see are a device-list change.
-        let change_pos = new_device_keys.is_some().then(|| self.core.stream.allocate());
+        let change_pos = new_device_keys
+            .is_some()
+            .then(|| self.core.stream.allocate());
         let record = KeyUpload {
             device_keys: new_device_keys,
             one_time_keys,
@@ -120,7 +124,9 @@ fn check_device_keys(keys: &Value, user_id: &str, device_id: &str) -> Result<()>
     }
     let ed25519_id = format!("ed25519:{device_id}");
     let Some(ed25519) = public_key(keys, &ed25519_id) else {
-        return Err(Error::bad_json(format!("device_keys.keys lacks {ed25519_id}.")));
+        return Err(Error::bad_json(format!(
+            "device_keys.keys lacks {ed25519_id}."
+        )));
     };
     verify_signature(keys, user_id, &ed25519_id, ed25519)
 }
@@ -134,12 +140,17 @@ fn check_one_time_key(
     device_id: &str,
     signing_key: Option<&str>,
 ) -> Result<OneTimeKeyRecord> {
-    let Some((algorithm, key_id)) = full_id.split_once(':').filter(|(a, k)| !a.is_empty() && !k.is_empty()) else {
+    let Some((algorithm, key_id)) = full_id
+        .split_once(':')
+        .filter(|(a, k)| !a.is_empty() && !k.is_empty())
+    else {
         return Err(Error::invalid_param(format!("Invalid key id {full_id}.")));
     };
     if algorithm.starts_with("signed_") {
         if !value.get("key").is_some_and(Value::is_string) {
-            return Err(Error::bad_json(format!("{full_id} must be an object with a key.")));
+            return Err(Error::bad_json(format!(
+                "{full_id} must be an object with a key."
+            )));
         }
         let Some(signing_key) = signing_key else {
             return Err(Error::invalid_param(

@@ -44,11 +44,7 @@ pub fn verify_signature(
 
 /// The signature string at `signatures.<user>.<key_id>`, if any.
 pub fn signature_of<'a>(object: &'a Value, user: &str, key_id: &str) -> Option<&'a str> {
-    object
-        .get("signatures")?
-        .get(user)?
-        .get(key_id)?
-        .as_str()
+    object.get("signatures")?.get(user)?.get(key_id)?.as_str()
 }
 
 /// The value of `keys.<key_id>` (a public key), if any.

@@ -202,8 +202,12 @@ pub trait ToDeviceStore: Send + Sync {
         messages: &[ToDeviceMessage],
     ) -> Result<bool>;
     /// The device's inbox at positions `<= upto`, oldest first.
-    async fn inbox(&self, user_id: &str, device_id: &str, upto: StreamPos)
-        -> Result<Vec<InboxRecord>>;
+    async fn inbox(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        upto: StreamPos,
+    ) -> Result<Vec<InboxRecord>>;
     /// Deletes the device's messages at positions `<= upto` (delivered).
     async fn delete_inbox(&self, user_id: &str, device_id: &str, upto: StreamPos) -> Result<u64>;
 }

@@ -307,10 +307,24 @@ pub trait ReceiptStore: Send + Sync {
     /// Stores the latest receipt of its (room, type, user, thread).
     async fn put_receipt(&self, receipt: &ReceiptRecord) -> Result<()>;
     /// Stores a delivery receipt; `false` if the device had already acknowledged it.
-    async fn put_delivery_receipt(&self, receipt: &ReceiptRecord, event_sender: &str) -> Result<bool>;
-    async fn receipts_since(&self, room_id: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<ReceiptRecord>>;
+    async fn put_delivery_receipt(
+        &self,
+        receipt: &ReceiptRecord,
+        event_sender: &str,
+    ) -> Result<bool>;
+    async fn receipts_since(
+        &self,
+        room_id: &str,
+        since: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<ReceiptRecord>>;
     /// Delivery receipts for events `sender` sent, in `(since, upto]`.
-    async fn delivery_receipts_for_sender(&self, sender: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<ReceiptRecord>>;
+    async fn delivery_receipts_for_sender(
+        &self,
+        sender: &str,
+        since: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<ReceiptRecord>>;
     async fn max_receipt_pos(&self) -> Result<StreamPos>;
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::{core::Core, error::Result, storage::StreamPos};
+use crate::{core::Core, error::Result, keys, storage::StreamPos, to_device};
 
 /// What `/sync` adds for a device's end-to-end encryption.
 pub struct E2eeSections {
@@ -28,18 +28,29 @@ impl E2eeSections {
 }
 
 /// Computes the sections for `device_id` of `user_id` between `since` and `upto`.
+///
+/// To-device messages at or before `since` are deleted here: the device
+/// asking from `since` proves it received the response that carried them.
+/// An initial sync (no `since`) reports no device-list changes: the client
+/// queries every key it needs from scratch.
 pub async fn sections(
-    _core: &Arc<Core>,
-    _user_id: &str,
-    _device_id: &str,
-    _since: Option<StreamPos>,
-    _upto: StreamPos,
+    core: &Arc<Core>,
+    user_id: &str,
+    device_id: &str,
+    since: Option<StreamPos>,
+    upto: StreamPos,
 ) -> Result<E2eeSections> {
+    let to_device = to_device::deliver(core, user_id, device_id, since, upto).await?;
+    let (changed, left) = match since {
+        Some(since) => keys::device_lists::delta(core, user_id, since, upto).await?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let (counts, fallbacks) = keys::key_counts(core, user_id, device_id).await?;
     Ok(E2eeSections {
-        to_device: Vec::new(),
-        device_lists_changed: Vec::new(),
-        device_lists_left: Vec::new(),
-        one_time_keys_count: json!({}),
-        unused_fallback_key_types: Vec::new(),
+        to_device,
+        device_lists_changed: changed,
+        device_lists_left: left,
+        one_time_keys_count: json!(counts),
+        unused_fallback_key_types: fallbacks,
     })
 }

@@ -11,16 +11,16 @@ use super::{filter::Filter, make_token, notifier::WakeTarget, parse_token};
 use std::collections::HashMap;
 
 use crate::{
-    presence::PresenceService,
-    receipts::ReceiptService,
-    rooms::RoomHandle,
-    storage::ReceiptRecord,
-    typing::TypingService,
     core::Core,
     error::Result,
     events::client_format::{to_client, to_stripped},
+    presence::PresenceService,
+    receipts::ReceiptService,
+    rooms::RoomHandle,
     rooms::RoomService,
+    storage::ReceiptRecord,
     storage::{Direction, MembershipRecord, StoredEvent, StreamPos},
+    typing::TypingService,
     util::now_ms,
 };
 
@@ -83,7 +83,13 @@ impl SyncService {
         receipts: ReceiptService,
         presence: PresenceService,
     ) -> Self {
-        Self { core, rooms, typing, receipts, presence }
+        Self {
+            core,
+            rooms,
+            typing,
+            receipts,
+            presence,
+        }
     }
 
     pub async fn sync(&self, req: &SyncRequest) -> Result<Value> {
@@ -93,8 +99,13 @@ impl SyncService {
                 .min(self.core.config.limits.max_sync_timeout_ms),
         );
         let deadline = tokio::time::Instant::now() + timeout;
-        self.presence.connection_opened(&req.user_id, req.set_presence.as_deref()).await;
-        let _connection = ConnectionGuard { presence: &self.presence, user_id: &req.user_id };
+        self.presence
+            .connection_opened(&req.user_id, req.set_presence.as_deref())
+            .await;
+        let _connection = ConnectionGuard {
+            presence: &self.presence,
+            user_id: &req.user_id,
+        };
         loop {
             // Subscribe before reading, so a wake-up between the read and the wait is kept.
             let user_key = self
@@ -152,7 +163,10 @@ impl SyncService {
         let mut invite = Map::new();
         let mut leave = Map::new();
         let mut large_rooms = Vec::new();
-        let deliveries = self.receipts.deliveries_for(&req.user_id, since, upto).await?;
+        let deliveries = self
+            .receipts
+            .deliveries_for(&req.user_id, since, upto)
+            .await?;
         let mut joined_handles = Vec::new();
 
         for m in memberships
@@ -167,7 +181,16 @@ impl SyncService {
             match m.membership.as_str() {
                 "join" => {
                     if let Some(room) = self
-                        .joined_room(req, m, since, upto, room_data, &mut large_rooms, &deliveries, &mut joined_handles)
+                        .joined_room(
+                            req,
+                            m,
+                            since,
+                            upto,
+                            room_data,
+                            &mut large_rooms,
+                            &deliveries,
+                            &mut joined_handles,
+                        )
                         .await?
                     {
                         join.insert(m.room_id.clone(), room);
@@ -278,7 +301,12 @@ impl SyncService {
         );
         let newly_joined = since.is_none_or(|s| m.stream_pos > s);
         let has_new = since.is_none_or(|s| latest > s);
-        if !newly_joined && !has_new && !req.full_state && room_data.is_empty() && ephemeral.is_empty() {
+        if !newly_joined
+            && !has_new
+            && !req.full_state
+            && room_data.is_empty()
+            && ephemeral.is_empty()
+        {
             return Ok(None);
         }
         if !newly_joined && !has_new && !req.full_state {

@@ -102,7 +102,9 @@ impl KeyBackupStore for SqlStore {
                 return Ok(row.try_get("version")?);
             }
         }
-        Err(crate::Error::unknown("Could not allocate a backup version."))
+        Err(crate::Error::unknown(
+            "Could not allocate a backup version.",
+        ))
     }
 
     async fn backup_version(

@@ -37,12 +37,13 @@ const CLAIM_ATTEMPTS: usize = 64;
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn device_keys(&self, user_id: &str, device_id: &str) -> Result<Option<String>> {
-        let row =
-            sqlx::query("SELECT key_json FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2")
-                .bind(user_id)
-                .bind(device_id)
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            "SELECT key_json FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(&self.read)
+        .await?;
         Ok(row.map(|r| r.try_get("key_json")).transpose()?)
     }
 
@@ -239,12 +240,11 @@ impl KeyStore for SqlStore {
     }
 
     async fn cross_signing_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT key_type, key_json FROM e2e_cross_signing_keys WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_all(&self.read)
-        .await?;
+        let rows =
+            sqlx::query("SELECT key_type, key_json FROM e2e_cross_signing_keys WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(&self.read)
+                .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("key_type")?, r.try_get("key_json")?)))
             .collect::<Result<_, sqlx::Error>>()
@@ -346,11 +346,13 @@ impl KeyStore for SqlStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query("DELETE FROM e2e_signatures WHERE target_user_id = $1 AND target_key_id = $2")
-                .bind(user_id)
-                .bind(device_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM e2e_signatures WHERE target_user_id = $1 AND target_key_id = $2",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
         }
         record_change(&mut tx, user_id, change_pos).await?;
         tx.commit().await?;

@@ -102,16 +102,18 @@ async fn run_migrations(pool: &AnyPool) -> anyhow::Result<()> {
         .try_get("v")?;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let mut tx = pool.begin().await?;
-        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let statement: String = statement
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            if statement.trim().is_empty() {
-                continue;
-            }
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        // Drop `--` comments first: they may contain semicolons.
+        let without_comments: String = sql
+            .lines()
+            .map(|l| l.split("--").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for statement in without_comments
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
                 .execute(&mut *tx)
                 .await?;
         }

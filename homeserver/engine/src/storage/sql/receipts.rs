@@ -58,7 +58,12 @@ impl ReceiptStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn receipts_since(&self, room_id: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<ReceiptRecord>> {
+    async fn receipts_since(
+        &self,
+        room_id: &str,
+        since: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<ReceiptRecord>> {
         let rows = sqlx::query(
             "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
              WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos",
@@ -68,10 +73,18 @@ impl ReceiptStore for SqlStore {
         .bind(upto)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows.iter().map(receipt_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(receipt_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
-    async fn delivery_receipts_for_sender(&self, sender: &str, since: StreamPos, upto: StreamPos) -> Result<Vec<ReceiptRecord>> {
+    async fn delivery_receipts_for_sender(
+        &self,
+        sender: &str,
+        since: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<ReceiptRecord>> {
         let rows = sqlx::query(
             "SELECT room_id, 'org.matrix.msc4089.delivery' AS receipt_type, user_id, '' AS thread_id, event_id, ts, stream_pos
              FROM delivery_receipts WHERE event_sender = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos",
@@ -81,13 +94,21 @@ impl ReceiptStore for SqlStore {
         .bind(upto)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows.iter().map(receipt_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(receipt_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn max_receipt_pos(&self) -> Result<StreamPos> {
-        let a: i64 = sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM receipts").fetch_one(&self.read).await?.try_get("m")?;
-        let b: i64 =
-            sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM delivery_receipts").fetch_one(&self.read).await?.try_get("m")?;
+        let a: i64 = sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM receipts")
+            .fetch_one(&self.read)
+            .await?
+            .try_get("m")?;
+        let b: i64 = sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM delivery_receipts")
+            .fetch_one(&self.read)
+            .await?
+            .try_get("m")?;
         Ok(a.max(b))
     }
 }
