@@ -6,6 +6,8 @@
 #   sqlite    cargo test --workspace (embedded SQLite store)
 #   postgres  the workspace's tests again against a private PostgreSQL cluster
 #   clients   a real third-party client (matrix-nio) against the built binary
+#   complement  the Complement conformance tests that pass today
+#             (scripts/complement-gate.sh; tests/complement/passing.txt)
 #
 # Usage: ./scripts/test.sh [STEP...]   (no STEP runs them all, in that order)
 #
@@ -30,7 +32,7 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hs-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 HS_VENV="${HS_VENV:-$HOME/.cache/hs-venv}"
-ALL_STEPS=(fmt clippy sqlite postgres clients)
+ALL_STEPS=(fmt clippy sqlite postgres clients complement)
 
 if [ -t 2 ]; then
     log() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -48,7 +50,7 @@ if [ $# -eq 0 ]; then
 else
     for arg in "$@"; do
         case "$arg" in
-            fmt | clippy | sqlite | postgres | clients) STEPS+=("$arg") ;;
+            fmt | clippy | sqlite | postgres | clients | complement) STEPS+=("$arg") ;;
             -h | --help)
                 sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
                 exit 0
@@ -309,6 +311,9 @@ step_clients() {
     fi
     return "$rc"
 }
+
+# Installs Go and Complement's modules itself if they are missing.
+step_complement() { ./scripts/complement-gate.sh; }
 
 # ---------------------------------------------------------------------------
 # Main

@@ -226,7 +226,9 @@ impl PresenceService {
             };
             let st = room.read().await;
             if st.is_large() {
-                targets.push(WakeTarget::Room(m.room_id.clone()));
+                // No presence fan-out through large rooms: their members pick it
+                // up on their next sync instead of all waking at once.
+                continue;
             } else {
                 for u in &st.joined {
                     if seen.insert(u.clone()) {

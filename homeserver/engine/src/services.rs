@@ -43,11 +43,17 @@ impl Services {
         let key = SigningKey::load_or_generate(&config.signing_key_path)?;
         let storage =
             Storage::connect(&config.database.url, config.database.max_connections).await?;
-        let max_pos = storage
+        // Typing and presence take stream positions without persisting anything,
+        // so clients may hold tokens above the highest persisted position. Start
+        // from the clock (in thousandths of a millisecond) so a restarted server
+        // never hands out a position a client has already seen; this holds while
+        // the average allocation rate stays under a million per second.
+        let persisted = storage
             .timeline
             .max_stream_pos()
             .await?
             .max(storage.receipts.max_receipt_pos().await?);
+        let max_pos = persisted.max(crate::util::now_ms() * 1000);
         // To-device and device-list positions live in the E2EE tables.
         let max_pos = max_pos.max(storage.device_lists.max_stream_pos().await?);
         let max_snapshot = storage.rooms.max_snapshot_id().await?;

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use vodozemac::{
-    megolm::{GroupSession, InboundGroupSession, MegolmMessage, SessionConfig as MegolmConfig, SessionKey},
+    megolm::{
+        GroupSession, InboundGroupSession, MegolmMessage, SessionConfig as MegolmConfig, SessionKey,
+    },
     olm::{Account, OlmMessage, Session, SessionConfig as OlmConfig},
     Curve25519PublicKey,
 };
@@ -32,7 +34,10 @@ pub fn canonical(v: &Value) -> String {
                 .collect();
             format!("{{{}}}", fields.join(","))
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -195,7 +200,10 @@ impl Device {
             "recipient_keys": { "ed25519": to.ed },
         });
         let my_curve = self.curve();
-        let session = self.olm.get_mut(&to.curve).expect("Olm session to the peer");
+        let session = self
+            .olm
+            .get_mut(&to.curve)
+            .expect("Olm session to the peer");
         let message = session.encrypt(payload.to_string()).expect("Olm encrypt");
         json!({
             "algorithm": OLM,
@@ -207,12 +215,21 @@ impl Device {
     /// Decrypts a to-device `m.room.encrypted` addressed to this device.
     pub fn olm_decrypt(&mut self, event: &Value) -> Value {
         let content = &event["content"];
-        assert_eq!(content["algorithm"], OLM, "unexpected to-device event {event}");
-        let sender_key = content["sender_key"].as_str().expect("sender_key").to_owned();
+        assert_eq!(
+            content["algorithm"], OLM,
+            "unexpected to-device event {event}"
+        );
+        let sender_key = content["sender_key"]
+            .as_str()
+            .expect("sender_key")
+            .to_owned();
         let message: OlmMessage =
-            serde_json::from_value(content["ciphertext"][self.curve()].clone()).expect("ciphertext for me");
+            serde_json::from_value(content["ciphertext"][self.curve()].clone())
+                .expect("ciphertext for me");
         let plaintext = match (&message, self.olm.get_mut(&sender_key)) {
-            (OlmMessage::Normal(_), Some(session)) => session.decrypt(&message).expect("Olm decrypt"),
+            (OlmMessage::Normal(_), Some(session)) => {
+                session.decrypt(&message).expect("Olm decrypt")
+            }
             (OlmMessage::PreKey(pre_key), _) => {
                 let sender = Curve25519PublicKey::from_base64(&sender_key).expect("sender key");
                 let created = self
@@ -233,8 +250,12 @@ impl Device {
     /// Receives an `m.room_key` payload: from now on its session decrypts.
     pub fn accept_room_key(&mut self, payload: &Value) {
         assert_eq!(payload["type"], "m.room_key");
-        let key = SessionKey::from_base64(payload["content"]["session_key"].as_str().expect("session_key"))
-            .expect("session key");
+        let key = SessionKey::from_base64(
+            payload["content"]["session_key"]
+                .as_str()
+                .expect("session_key"),
+        )
+        .expect("session key");
         let session = InboundGroupSession::new(&key, MegolmConfig::version_1());
         self.inbound.insert(session.session_id(), session);
     }
@@ -248,8 +269,9 @@ impl Device {
             .inbound
             .get_mut(session_id)
             .unwrap_or_else(|| panic!("{:?} has no Megolm session {session_id}", self.client));
-        let message = MegolmMessage::from_base64(content["ciphertext"].as_str().expect("ciphertext"))
-            .expect("Megolm message");
+        let message =
+            MegolmMessage::from_base64(content["ciphertext"].as_str().expect("ciphertext"))
+                .expect("Megolm message");
         let decrypted = session.decrypt(&message).expect("Megolm decrypt");
         serde_json::from_slice(&decrypted.plaintext).expect("Megolm payload JSON")
     }
@@ -311,7 +333,10 @@ pub async fn query(client: &Client, users: &[&str]) -> Value {
     let device_keys: serde_json::Map<String, Value> =
         users.iter().map(|u| (u.to_string(), json!([]))).collect();
     client
-        .post(&format!("{V3}/keys/query"), json!({ "device_keys": device_keys }))
+        .post(
+            &format!("{V3}/keys/query"),
+            json!({ "device_keys": device_keys }),
+        )
         .await
         .ok()
 }
@@ -323,13 +348,20 @@ pub async fn claim(client: &Client, wanted: &[(&str, &str)]) -> Value {
         one_time_keys[*user][*device] = json!("signed_curve25519");
     }
     client
-        .post(&format!("{V3}/keys/claim"), json!({ "one_time_keys": one_time_keys }))
+        .post(
+            &format!("{V3}/keys/claim"),
+            json!({ "one_time_keys": one_time_keys }),
+        )
         .await
         .ok()
 }
 
 /// `PUT /sendToDevice/{type}/{txn}`.
-pub async fn send_to_device(client: &Client, event_type: &str, messages: Value) -> crate::common::Response {
+pub async fn send_to_device(
+    client: &Client,
+    event_type: &str,
+    messages: Value,
+) -> crate::common::Response {
     client
         .put(
             &format!("{V3}/sendToDevice/{}/{}", enc(event_type), txn()),

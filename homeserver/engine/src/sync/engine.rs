@@ -57,6 +57,17 @@ impl Drop for ConnectionGuard<'_> {
     }
 }
 
+/// What one computation of a response gathers across rooms.
+struct Pass {
+    since: Option<StreamPos>,
+    upto: StreamPos,
+    /// The viewer's delivery receipts, by room.
+    deliveries: HashMap<String, Vec<ReceiptRecord>>,
+    /// Large joined rooms, whose room-level wake-ups a long-poll must watch.
+    large_rooms: Vec<String>,
+    joined_handles: Vec<RoomHandle>,
+}
+
 /// One computed response and what to wait on if it is empty.
 struct Computed {
     body: Value,
@@ -162,12 +173,16 @@ impl SyncService {
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
-        let mut large_rooms = Vec::new();
-        let deliveries = self
-            .receipts
-            .deliveries_for(&req.user_id, since, upto)
-            .await?;
-        let mut joined_handles = Vec::new();
+        let mut pass = Pass {
+            since,
+            upto,
+            deliveries: self
+                .receipts
+                .deliveries_for(&req.user_id, since, upto)
+                .await?,
+            large_rooms: Vec::new(),
+            joined_handles: Vec::new(),
+        };
 
         for m in memberships
             .iter()
@@ -180,19 +195,7 @@ impl SyncService {
                 .collect();
             match m.membership.as_str() {
                 "join" => {
-                    if let Some(room) = self
-                        .joined_room(
-                            req,
-                            m,
-                            since,
-                            upto,
-                            room_data,
-                            &mut large_rooms,
-                            &deliveries,
-                            &mut joined_handles,
-                        )
-                        .await?
-                    {
+                    if let Some(room) = self.joined_room(req, m, room_data, &mut pass).await? {
                         join.insert(m.room_id.clone(), room);
                     }
                 }
@@ -218,7 +221,7 @@ impl SyncService {
         for event in self.presence.events_since(since, upto, |_| true) {
             let sender = event["sender"].as_str().unwrap_or_default();
             let mut shares = sender == req.user_id;
-            for room in &joined_handles {
+            for room in &pass.joined_handles {
                 if shares {
                     break;
                 }
@@ -249,7 +252,7 @@ impl SyncService {
         Ok(Computed {
             body,
             empty,
-            large_rooms,
+            large_rooms: pass.large_rooms,
         })
     }
 
@@ -257,13 +260,10 @@ impl SyncService {
         &self,
         req: &SyncRequest,
         m: &MembershipRecord,
-        since: Option<StreamPos>,
-        upto: StreamPos,
         room_data: Vec<Value>,
-        large_rooms: &mut Vec<String>,
-        deliveries: &HashMap<String, Vec<ReceiptRecord>>,
-        joined_handles: &mut Vec<RoomHandle>,
+        pass: &mut Pass,
     ) -> Result<Option<Value>> {
+        let (since, upto) = (pass.since, pass.upto);
         let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else {
             return Ok(None);
         };
@@ -288,12 +288,16 @@ impl SyncService {
             )
         };
         if is_large {
-            large_rooms.push(m.room_id.clone());
+            pass.large_rooms.push(m.room_id.clone());
         }
-        joined_handles.push(room.clone());
+        pass.joined_handles.push(room.clone());
         let mut ephemeral = Vec::new();
         ephemeral.extend(self.typing.typing_event(&m.room_id, since, upto));
-        let room_deliveries = deliveries.get(&m.room_id).map(Vec::as_slice).unwrap_or(&[]);
+        let room_deliveries = pass
+            .deliveries
+            .get(&m.room_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         ephemeral.extend(
             self.receipts
                 .receipt_event(&m.room_id, &req.user_id, since, upto, room_deliveries)
