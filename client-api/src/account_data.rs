@@ -5,7 +5,8 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use engine::Error;
+use engine::{accounts::Requester, Error};
+use ruma::RoomId;
 use serde_json::{json, Value};
 
 use crate::{
@@ -118,6 +119,17 @@ async fn read_markers(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
+    set_read_markers(&state, &user, room_id, &body).await?;
+    Ok(Json(json!({})))
+}
+
+/// Applies a read-markers body (REST and the WebSocket stream alike).
+pub(crate) async fn set_read_markers(
+    state: &AppState,
+    user: &Requester,
+    room_id: &RoomId,
+    body: &Value,
+) -> ApiResult<()> {
     state
         .rooms
         .require_joined(room_id, user.user_id.as_str())
@@ -147,5 +159,5 @@ async fn read_markers(
             )
             .await?;
     }
-    Ok(Json(json!({})))
+    Ok(())
 }

@@ -16,7 +16,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 async fn versions() -> Json<Value> {
     Json(json!({
         "versions": ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"],
-        "unstable_features": {},
+        "unstable_features": {crate::stream::FEATURE: true, "org.matrix.msc4089": true},
     }))
 }
 

@@ -5,7 +5,8 @@ use axum::{
     routing::{get, post, put},
     Json, Router,
 };
-use engine::{typing::parse_timeout, Error};
+use engine::{accounts::Requester, typing::parse_timeout, Error};
+use ruma::RoomId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -73,6 +74,27 @@ async fn receipt(
     JsonBody(body): JsonBody<ReceiptBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
+    post_receipt(
+        &state,
+        &user,
+        room_id,
+        &receipt_type,
+        &event_id,
+        body.thread_id.as_deref(),
+    )
+    .await?;
+    Ok(Json(json!({})))
+}
+
+/// Posts a receipt for a client (REST and the WebSocket stream alike).
+pub(crate) async fn post_receipt(
+    state: &AppState,
+    user: &Requester,
+    room_id: &RoomId,
+    receipt_type: &str,
+    event_id: &str,
+    thread_id: Option<&str>,
+) -> ApiResult<()> {
     if receipt_type == engine::receipts::FULLY_READ {
         state
             .rooms
@@ -87,19 +109,19 @@ async fn receipt(
                 &json!({"event_id": event_id}),
             )
             .await?;
-        return Ok(Json(json!({})));
+        return Ok(());
     }
     state
         .receipts
         .post(
             room_id,
             user.user_id.as_str(),
-            &receipt_type,
-            &event_id,
-            body.thread_id.as_deref(),
+            receipt_type,
+            event_id,
+            thread_id,
         )
         .await?;
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 async fn get_presence(

@@ -7,6 +7,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use engine::accounts::Requester;
 use engine::{
     events::builder::EventDraft,
     ratelimit::Action,
@@ -14,7 +15,10 @@ use engine::{
     sync::filter::Filter,
     Error,
 };
-use ruma::api::client::{message::send_message_event, redact::redact_event};
+use ruma::{
+    api::client::{message::send_message_event, redact::redact_event},
+    OwnedEventId, RoomId,
+};
 use serde_json::{json, Value};
 
 use crate::{
@@ -56,19 +60,16 @@ async fn send_route(
 ) -> ApiResult<RumaResponse<send_message_event::v3::Response>> {
     let user = req.user()?.clone();
     let b = req.body;
-    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
     let content: Value = serde_json::from_str(b.body.json().get())?;
-    let draft = EventDraft::message(&b.event_type.to_string(), content);
-    let scope = format!("send/{}/{}", b.room_id, b.event_type);
-    let txn = Txn {
-        device_id: &user.device_id,
-        txn_id: b.txn_id.as_str(),
-        scope: &scope,
-    };
-    let event_id = state
-        .rooms
-        .send(&b.room_id, &user.user_id, draft, Some(txn))
-        .await?;
+    let event_id = send_message(
+        &state,
+        &user,
+        &b.room_id,
+        &b.event_type.to_string(),
+        b.txn_id.as_str(),
+        content,
+    )
+    .await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(
         event_id,
     )))
@@ -166,6 +167,19 @@ async fn put_state(
     JsonBody(content): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
+    let event_id = send_state(&state, &user, room_id, &event_type, &state_key, content).await?;
+    Ok(Json(json!({"event_id": event_id})))
+}
+
+/// Sends a state event for a client (REST and the WebSocket stream alike).
+pub(crate) async fn send_state(
+    state: &AppState,
+    user: &Requester,
+    room_id: &RoomId,
+    event_type: &str,
+    state_key: &str,
+    content: Value,
+) -> ApiResult<OwnedEventId> {
     if !content.is_object() {
         return Err(Error::bad_json("State event content must be an object.").into());
     }
@@ -174,13 +188,12 @@ async fn put_state(
         return Err(Error::forbidden("Use the membership endpoints to change membership.").into());
     }
     if event_type == "m.room.canonical_alias" {
-        for alias in content["alias"].as_str().into_iter().chain(
-            content["alt_aliases"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str),
-        ) {
+        let alt = content["alt_aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        for alias in content["alias"].as_str().into_iter().chain(alt) {
             match state.core.storage.rooms.get_alias(alias).await? {
                 Some((r, _)) if r == room_id.as_str() => {}
                 _ => {
@@ -194,12 +207,37 @@ async fn put_state(
             }
         }
     }
-    let draft = EventDraft::state(&event_type, &state_key, content);
-    let event_id = state
+    let draft = EventDraft::state(event_type, state_key, content);
+    Ok(state
         .rooms
         .send(room_id, &user.user_id, draft, None)
-        .await?;
-    Ok(Json(json!({"event_id": event_id})))
+        .await?)
+}
+
+/// Sends a message event for a client, idempotent per device and txn id.
+pub(crate) async fn send_message(
+    state: &AppState,
+    user: &Requester,
+    room_id: &RoomId,
+    event_type: &str,
+    txn_id: &str,
+    content: Value,
+) -> ApiResult<OwnedEventId> {
+    if !content.is_object() {
+        return Err(Error::bad_json("Event content must be an object.").into());
+    }
+    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    let draft = EventDraft::message(event_type, content);
+    let scope = format!("send/{room_id}/{event_type}");
+    let txn = Txn {
+        device_id: &user.device_id,
+        txn_id,
+        scope: &scope,
+    };
+    Ok(state
+        .rooms
+        .send(room_id, &user.user_id, draft, Some(txn))
+        .await?)
 }
 
 async fn get_event(

@@ -20,6 +20,7 @@ mod profile;
 mod register;
 mod rooms;
 mod session;
+pub mod stream;
 mod sync;
 mod to_device;
 
@@ -82,6 +83,7 @@ pub fn router() -> Router<AppState> {
     let r = directory::routes(r);
     let r = sync::routes(r);
     let r = ephemeral::routes(r);
+    let r = stream::routes(r);
     let r = keys::routes(r);
     let r = to_device::routes(r);
     let r = backup::routes(r);

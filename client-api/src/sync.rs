@@ -8,6 +8,7 @@ use axum::{
     Json, Router,
 };
 use engine::{
+    accounts::Requester,
     sync::{filter::Filter, SyncRequest},
     util::random_string,
     Error,
@@ -36,12 +37,13 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r
 }
 
-async fn sync(
-    State(state): State<AppState>,
-    Auth(user): Auth,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
-    let filter = match q.get("filter") {
+/// The `filter` parameter: inline JSON, or the id of a stored filter.
+pub(crate) async fn resolve_filter(
+    state: &AppState,
+    user: &Requester,
+    filter: Option<&str>,
+) -> ApiResult<Filter> {
+    Ok(match filter {
         None => Filter::default(),
         Some(f) if f.trim_start().starts_with('{') => Filter::from_json(
             &serde_json::from_str::<Value>(f)
@@ -57,7 +59,15 @@ async fn sync(
                 .ok_or_else(|| Error::not_found("Unknown filter."))?;
             Filter::from_json(&serde_json::from_str::<Value>(&stored)?)
         }
-    };
+    })
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    Auth(user): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let filter = resolve_filter(&state, &user, q.get("filter").map(String::as_str)).await?;
     let timeout_ms = match q.get("timeout") {
         Some(t) => t
             .parse::<u64>()

@@ -123,3 +123,105 @@ async fn accept_loop(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::ListenerExt;
+    use axum::{extract::ConnectInfo, routing::get, Router};
+
+    // A test-only CA and a certificate for "hs.test" it issued (P-256, valid
+    // until 2125). Made with openssl; the key protects nothing.
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBoDCCAUegAwIBAgIUT22b4h/IVT9ys0xFOw8EZqizOYIwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSaG9tZXNlcnZlciB0ZXN0IENBMCAXDTI2MTEyODIyMDMxN1oY
+DzIxMjYxMTA0MjIwMzE3WjAdMRswGQYDVQQDDBJob21lc2VydmVyIHRlc3QgQ0Ew
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASAym7fCb1P/sKvjnFrP+DX6sp2+Aek
+etlv9grgzVA0W2WoHp5VnIG8Yxc9WuYFh/Z2A9G/X/vCDG4ZkND2Kr7io2MwYTAd
+BgNVHQ4EFgQU2szFlwbtuvVzg3Edj0uMVKsG4eQwHwYDVR0jBBgwFoAU2szFlwbt
+uvVzg3Edj0uMVKsG4eQwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAgQw
+CgYIKoZIzj0EAwIDRwAwRAIgbxiENh4A6EJHQ3pf5hTQOUL+XNf6lSypPmuWCFEh
+hR0CIDpPiqI6e1qbsAF/tRQdm3Zw6D8PkXB0uekakfwBv28W
+-----END CERTIFICATE-----
+";
+    const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBuTCCAV6gAwIBAgIUVVwH86gJtM8Ea/6k5S6gwSWUZskwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSaG9tZXNlcnZlciB0ZXN0IENBMCAXDTI2MTEyODIyMDMxOFoY
+DzIxMjYxMTA0MjIwMzE4WjASMRAwDgYDVQQDDAdocy50ZXN0MFkwEwYHKoZIzj0C
+AQYIKoZIzj0DAQcDQgAE8+REPEPBIH7KUmG0mr/Pm5YImTN87kuZui4zXRX+YIoU
+0m3ZwYGDpgE7XE6CXnXoLgmG0CjQaxCWo5hIi/pVx6OBhDCBgTASBgNVHREECzAJ
+ggdocy50ZXN0MAkGA1UdEwQCMAAwEwYDVR0lBAwwCgYIKwYBBQUHAwEwCwYDVR0P
+BAQDAgeAMB0GA1UdDgQWBBSEbgjES6cu3+WuTLpDf69dX7jg7DAfBgNVHSMEGDAW
+gBTazMWXBu269XODcR2PS4xUqwbh5DAKBggqhkjOPQQDAgNJADBGAiEAkvB2NBbh
+PemV+FzO6TcmPc6E2Zvp2X97KjZqv1hvosgCIQDgiJEOMlLCxLsYeY4/tBOcNkq0
+ukdYbz/bargU1h4+wg==
+-----END CERTIFICATE-----
+";
+    const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgAeZwLkWTUvIqHxs2
+rC5+ihlFtMO1m82AnF8abZdLqf6hRANCAATz5EQ8Q8EgfspSYbSav8+blgiZM3zu
+S5m6LjNdFf5gihTSbdnBgYOmATtcToJedeguCYbQKNBrEJajmEiL+lXH
+-----END PRIVATE KEY-----
+";
+
+    async fn serve() -> (SocketAddr, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, CERT_PEM).unwrap();
+        std::fs::write(&key, KEY_PEM).unwrap();
+        let config = server_config(&cert, &key).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TlsListener::new(tcp, config).unwrap();
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+        let app = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        );
+        tokio::spawn(async move {
+            axum::serve(
+                listener.tap_io(|_| {}),
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        (addr, dir)
+    }
+
+    fn client(addr: SocketAddr, trust_ca: bool) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder().resolve("hs.test", addr);
+        if trust_ca {
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(CA_PEM.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_https_with_the_configured_certificate() {
+        let (addr, _dir) = serve().await;
+        // A peer that connects and never says anything holds up nobody else.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let url = format!("https://hs.test:{}/peer", addr.port());
+        let body = client(addr, true)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "127.0.0.1");
+        // Without the CA the certificate is rejected.
+        assert!(client(addr, false).get(&url).send().await.is_err());
+    }
+
+    #[test]
+    fn rejects_a_key_that_is_not_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, CERT_PEM).unwrap();
+        std::fs::write(&key, "not a key").unwrap();
+        assert!(server_config(&cert, &key).is_err());
+        assert!(server_config(&dir.path().join("missing"), &key).is_err());
+    }
+}

@@ -184,18 +184,44 @@ async fn encrypted_history(client: &Client, room_id: &str) -> Vec<Value> {
     events
 }
 
-/// The SQLite files' bytes (database and WAL), or `None` on PostgreSQL.
-fn sqlite_bytes(server: &TestServer) -> Option<Vec<u8>> {
+/// Everything the database holds, as bytes: the SQLite files (database and
+/// WAL) as they are on disk, or every row of every PostgreSQL table as text.
+async fn stored_bytes(server: &TestServer) -> Vec<u8> {
     let url = &server.config.database.url;
-    let path = url.strip_prefix("sqlite://")?;
-    let path = path.split('?').next().unwrap_or(path);
     let mut bytes = Vec::new();
-    for suffix in ["", "-wal"] {
-        if let Ok(b) = std::fs::read(format!("{path}{suffix}")) {
-            bytes.extend(b);
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        for suffix in ["", "-wal"] {
+            if let Ok(b) = std::fs::read(format!("{path}{suffix}")) {
+                bytes.extend(b);
+            }
+        }
+        return bytes;
+    }
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to PostgreSQL");
+    let tables: Vec<String> = sqlx::query(
+        "SELECT table_name::text AS t FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get("t"))
+    .collect();
+    for table in tables {
+        let sql = format!("SELECT CAST(t AS TEXT) AS row FROM \"{table}\" t");
+        for row in sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        {
+            bytes.extend(row.get::<String, _>("row").into_bytes());
         }
     }
-    Some(bytes)
+    bytes
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
@@ -283,17 +309,16 @@ async fn olm_and_megolm_between_two_users_with_two_devices_each() {
     }
 
     // No plaintext (nor any Megolm session key) at rest; the ciphertext is there.
-    if let Some(bytes) = sqlite_bytes(&server) {
+    let bytes = stored_bytes(&server).await;
+    assert!(
+        ciphertexts.iter().any(|c| contains(&bytes, c)),
+        "the scan must see the stored ciphertext"
+    );
+    for secret in sent.iter().chain(session_keys.iter()) {
         assert!(
-            ciphertexts.iter().any(|c| contains(&bytes, c)),
-            "the scan must see the stored ciphertext"
+            !contains(&bytes, secret),
+            "{secret:?} found in the database"
         );
-        for secret in sent.iter().chain(session_keys.iter()) {
-            assert!(
-                !contains(&bytes, secret),
-                "{secret:?} found in the database files"
-            );
-        }
     }
     server.shutdown().await;
 }
@@ -510,17 +535,17 @@ async fn key_backup_restores_history_after_logout_everywhere() {
         .collect();
     assert_eq!(bodies, sent, "the new device reads the old messages");
 
-    if let Some(bytes) = sqlite_bytes(&server) {
-        assert!(
-            !contains(&bytes, &exported),
-            "the session key is not stored in the clear"
-        );
-        for body in &sent {
-            assert!(
-                !contains(&bytes, body),
-                "{body:?} found in the database files"
-            );
-        }
+    let bytes = stored_bytes(&server).await;
+    assert!(
+        contains(&bytes, &session_id),
+        "the scan must see the backup's rows"
+    );
+    assert!(
+        !contains(&bytes, &exported),
+        "the session key is not stored in the clear"
+    );
+    for body in &sent {
+        assert!(!contains(&bytes, body), "{body:?} found in the database");
     }
     server.shutdown().await;
 }

@@ -226,9 +226,14 @@ async fn thousand_member_room() {
     lap("1000 initial syncs");
 
     // A few members long-poll while the message is sent: they must be woken.
-    let inc_filter =
-        json!({ "room": { "timeline": { "limit": 10 }, "state": { "lazy_load_members": true } } })
-            .to_string();
+    // Presence is filtered out: with everyone coming online during the
+    // setup, each incremental sync would otherwise carry up to ~1,000 presence
+    // updates, which is not what this test measures.
+    let inc_filter = json!({
+        "room": { "timeline": { "limit": 10 }, "state": { "lazy_load_members": true } },
+        "presence": { "not_types": ["*"] },
+    })
+    .to_string();
     let pollers: Vec<_> = (0..MEMBERS)
         .step_by(MEMBERS / 20)
         .map(|i| {

@@ -1831,8 +1831,8 @@ conformance!(
 );
 
 use hs_engine::storage::{
-    BackupKeyRecord, BackupWrite, KeyUpload, KeyUploadOutcome, OneTimeKeyRecord,
-    SignatureRecord, ToDeviceMessage,
+    BackupKeyRecord, BackupWrite, KeyUpload, KeyUploadOutcome, OneTimeKeyRecord, SignatureRecord,
+    ToDeviceMessage,
 };
 
 fn otk(id: &str, key: &str) -> OneTimeKeyRecord {
@@ -1843,7 +1843,11 @@ fn otk(id: &str, key: &str) -> OneTimeKeyRecord {
     }
 }
 
-fn upload_of(device_keys: Option<&str>, otks: Vec<OneTimeKeyRecord>, pos: Option<i64>) -> KeyUpload {
+fn upload_of(
+    device_keys: Option<&str>,
+    otks: Vec<OneTimeKeyRecord>,
+    pos: Option<i64>,
+) -> KeyUpload {
     KeyUpload {
         device_keys: device_keys.map(str::to_owned),
         one_time_keys: otks,
@@ -1857,8 +1861,14 @@ fn upload_of(device_keys: Option<&str>, otks: Vec<OneTimeKeyRecord>, pos: Option
 }
 
 async fn e2ee_claims_hand_out_each_key_once_under_concurrency(s: &Storage) {
-    let otks = (0..10).map(|i| otk(&format!("K{i}"), &format!("key{i}"))).collect();
-    let stored = s.keys.upload_keys(ALICE, "PHONE", &upload_of(None, otks, None)).await.unwrap();
+    let otks = (0..10)
+        .map(|i| otk(&format!("K{i}"), &format!("key{i}")))
+        .collect();
+    let stored = s
+        .keys
+        .upload_keys(ALICE, "PHONE", &upload_of(None, otks, None))
+        .await
+        .unwrap();
     assert_eq!(stored, KeyUploadOutcome::Stored);
     let (counts, fallbacks) = s.keys.key_counts(ALICE, "PHONE").await.unwrap();
     assert_eq!(counts, vec![("signed_curve25519".to_owned(), 10)]);
@@ -1884,24 +1894,56 @@ async fn e2ee_claims_hand_out_each_key_once_under_concurrency(s: &Storage) {
     assert_eq!(ids, expected, "each one-time key exactly once");
     assert_eq!(fallback, 20, "then the fallback key");
     let (counts, fallbacks) = s.keys.key_counts(ALICE, "PHONE").await.unwrap();
-    assert!(counts.is_empty() && fallbacks.is_empty(), "all used: {counts:?} {fallbacks:?}");
-    assert!(s.keys.claim_key(ALICE, "NOPE", "signed_curve25519").await.unwrap().is_none());
+    assert!(
+        counts.is_empty() && fallbacks.is_empty(),
+        "all used: {counts:?} {fallbacks:?}"
+    );
+    assert!(s
+        .keys
+        .claim_key(ALICE, "NOPE", "signed_curve25519")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn e2ee_conflicting_upload_writes_nothing(s: &Storage) {
-    s.accounts.upsert_device(&device(ALICE, "PHONE", Some("phone"))).await.unwrap();
+    s.accounts
+        .upsert_device(&device(ALICE, "PHONE", Some("phone")))
+        .await
+        .unwrap();
     let first = upload_of(Some(r#"{"v":1}"#), vec![otk("A", "a")], Some(5));
     s.keys.upload_keys(ALICE, "PHONE", &first).await.unwrap();
     // The same key again is fine; a different key under the same id is not.
-    let conflict = upload_of(Some(r#"{"v":2}"#), vec![otk("B", "b"), otk("A", "changed")], Some(6));
+    let conflict = upload_of(
+        Some(r#"{"v":2}"#),
+        vec![otk("B", "b"), otk("A", "changed")],
+        Some(6),
+    );
     let outcome = s.keys.upload_keys(ALICE, "PHONE", &conflict).await.unwrap();
-    assert_eq!(outcome, KeyUploadOutcome::OneTimeKeyConflict("signed_curve25519:A".into()));
-    assert_eq!(s.keys.device_keys(ALICE, "PHONE").await.unwrap().as_deref(), Some(r#"{"v":1}"#));
+    assert_eq!(
+        outcome,
+        KeyUploadOutcome::OneTimeKeyConflict("signed_curve25519:A".into())
+    );
+    assert_eq!(
+        s.keys.device_keys(ALICE, "PHONE").await.unwrap().as_deref(),
+        Some(r#"{"v":1}"#)
+    );
     let (counts, _) = s.keys.key_counts(ALICE, "PHONE").await.unwrap();
-    assert_eq!(counts, vec![("signed_curve25519".to_owned(), 1)], "B was not stored");
-    assert_eq!(s.device_lists.max_stream_pos().await.unwrap(), 5, "no change at 6");
+    assert_eq!(
+        counts,
+        vec![("signed_curve25519".to_owned(), 1)],
+        "B was not stored"
+    );
+    assert_eq!(
+        s.device_lists.max_stream_pos().await.unwrap(),
+        5,
+        "no change at 6"
+    );
     let same = upload_of(None, vec![otk("A", "a")], None);
-    assert_eq!(s.keys.upload_keys(ALICE, "PHONE", &same).await.unwrap(), KeyUploadOutcome::Stored);
+    assert_eq!(
+        s.keys.upload_keys(ALICE, "PHONE", &same).await.unwrap(),
+        KeyUploadOutcome::Stored
+    );
     let listed = s.keys.user_device_keys(ALICE).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].display_name.as_deref(), Some("phone"));
@@ -1919,20 +1961,60 @@ fn message(user: &str, device: &str, n: u32) -> ToDeviceMessage {
 
 async fn e2ee_to_device_txn_inbox_and_watermark(s: &Storage) {
     let t = &s.to_device;
-    assert!(t.send_to_device(ALICE, "PHONE", "txn1", 10, &[message(BOB, "B1", 1), message(BOB, "B2", 1)]).await.unwrap());
-    assert!(!t.send_to_device(ALICE, "PHONE", "txn1", 11, &[message(BOB, "B1", 99)]).await.unwrap(), "a txn is stored once");
-    assert!(t.send_to_device(ALICE, "LAPTOP", "txn1", 12, &[message(BOB, "B1", 2)]).await.unwrap(), "txn ids are per device");
+    assert!(t
+        .send_to_device(
+            ALICE,
+            "PHONE",
+            "txn1",
+            10,
+            &[message(BOB, "B1", 1), message(BOB, "B2", 1)]
+        )
+        .await
+        .unwrap());
+    assert!(
+        !t.send_to_device(ALICE, "PHONE", "txn1", 11, &[message(BOB, "B1", 99)])
+            .await
+            .unwrap(),
+        "a txn is stored once"
+    );
+    assert!(
+        t.send_to_device(ALICE, "LAPTOP", "txn1", 12, &[message(BOB, "B1", 2)])
+            .await
+            .unwrap(),
+        "txn ids are per device"
+    );
     let inbox = t.inbox(BOB, "B1", 100).await.unwrap();
-    assert_eq!(inbox.iter().map(|m| m.stream_pos).collect::<Vec<_>>(), vec![10, 12]);
-    assert_eq!(t.inbox(BOB, "B1", 11).await.unwrap().len(), 1, "only up to the given position");
+    assert_eq!(
+        inbox.iter().map(|m| m.stream_pos).collect::<Vec<_>>(),
+        vec![10, 12]
+    );
+    assert_eq!(
+        t.inbox(BOB, "B1", 11).await.unwrap().len(),
+        1,
+        "only up to the given position"
+    );
     assert_eq!(t.delete_inbox(BOB, "B1", 10).await.unwrap(), 1);
-    assert_eq!(t.inbox(BOB, "B1", 100).await.unwrap()[0].content, json!({"n": 2}).to_string());
+    assert_eq!(
+        t.inbox(BOB, "B1", 100).await.unwrap()[0].content,
+        json!({"n": 2}).to_string()
+    );
     t.delete_inbox(BOB, "B1", 100).await.unwrap();
     t.delete_inbox(BOB, "B2", 100).await.unwrap();
-    assert_eq!(s.device_lists.max_stream_pos().await.unwrap(), 12, "delivered positions stay used");
+    assert_eq!(
+        s.device_lists.max_stream_pos().await.unwrap(),
+        12,
+        "delivered positions stay used"
+    );
 }
 
-fn session(room: &str, id: &str, first: i64, forwarded: i64, verified: bool, tag: &str) -> BackupKeyRecord {
+fn session(
+    room: &str,
+    id: &str,
+    first: i64,
+    forwarded: i64,
+    verified: bool,
+    tag: &str,
+) -> BackupKeyRecord {
     BackupKeyRecord {
         room_id: room.to_owned(),
         session_id: id.to_owned(),
@@ -1946,43 +2028,111 @@ fn session(room: &str, id: &str, first: i64, forwarded: i64, verified: bool, tag
 async fn e2ee_backup_versions_and_replacement_rules(s: &Storage) {
     let b = &s.backup;
     let v1 = b.create_backup_version(ALICE, "alg", "{}").await.unwrap();
-    assert_eq!(b.create_backup_version(BOB, "alg", "{}").await.unwrap(), v1, "numbered per user");
+    assert_eq!(
+        b.create_backup_version(BOB, "alg", "{}").await.unwrap(),
+        v1,
+        "numbered per user"
+    );
     let tag = |b: &Storage| {
         let b = b.backup.clone();
-        async move { b.backup_keys(ALICE, v1, Some(ROOM), Some("S")).await.unwrap()[0].session_data.clone() }
+        async move {
+            b.backup_keys(ALICE, v1, Some(ROOM), Some("S"))
+                .await
+                .unwrap()[0]
+                .session_data
+                .clone()
+        }
     };
-    let Ok(BackupWrite::Done { etag, count: 1 }) = b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 5, 1, false, "a")]).await else {
+    let Ok(BackupWrite::Done { etag, count: 1 }) = b
+        .put_backup_keys(ALICE, v1, &[session(ROOM, "S", 5, 1, false, "a")])
+        .await
+    else {
         panic!("first put");
     };
-    let unchanged = b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 6, 0, false, "worse")]).await.unwrap();
-    assert_eq!(unchanged, BackupWrite::Done { etag, count: 1 }, "a worse key changes nothing");
-    b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 5, 0, false, "fewer")]).await.unwrap();
+    let unchanged = b
+        .put_backup_keys(ALICE, v1, &[session(ROOM, "S", 6, 0, false, "worse")])
+        .await
+        .unwrap();
+    assert_eq!(
+        unchanged,
+        BackupWrite::Done { etag, count: 1 },
+        "a worse key changes nothing"
+    );
+    b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 5, 0, false, "fewer")])
+        .await
+        .unwrap();
     assert_eq!(tag(s).await, json!({"tag": "fewer"}).to_string());
-    b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 9, 9, true, "verified")]).await.unwrap();
-    b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 0, 0, false, "unverified")]).await.unwrap();
+    b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 9, 9, true, "verified")])
+        .await
+        .unwrap();
+    b.put_backup_keys(ALICE, v1, &[session(ROOM, "S", 0, 0, false, "unverified")])
+        .await
+        .unwrap();
     assert_eq!(tag(s).await, json!({"tag": "verified"}).to_string());
 
     let v2 = b.create_backup_version(ALICE, "alg", "{}").await.unwrap();
-    assert_eq!(b.put_backup_keys(ALICE, v1, &[]).await.unwrap(), BackupWrite::NotLatest(v2));
-    assert_eq!(b.put_backup_keys(ALICE, 999, &[]).await.unwrap(), BackupWrite::NotFound);
-    assert_eq!(b.backup_version(ALICE, None).await.unwrap().unwrap().version, v2);
+    assert_eq!(
+        b.put_backup_keys(ALICE, v1, &[]).await.unwrap(),
+        BackupWrite::NotLatest(v2)
+    );
+    assert_eq!(
+        b.put_backup_keys(ALICE, 999, &[]).await.unwrap(),
+        BackupWrite::NotFound
+    );
+    assert_eq!(
+        b.backup_version(ALICE, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        v2
+    );
     assert!(b.delete_backup_version(ALICE, v2).await.unwrap());
     assert!(!b.delete_backup_version(ALICE, v2).await.unwrap());
     let latest = b.backup_version(ALICE, None).await.unwrap().unwrap();
     assert_eq!((latest.version, latest.count), (v1, 1));
     let v3 = b.create_backup_version(ALICE, "alg", "{}").await.unwrap();
     assert!(v3 > v2, "deleted versions are not reused");
-    let Ok(BackupWrite::Done { count: 0, .. }) = b.delete_backup_keys(ALICE, v1, Some(ROOM), None).await else {
+    let Ok(BackupWrite::Done { count: 0, .. }) =
+        b.delete_backup_keys(ALICE, v1, Some(ROOM), None).await
+    else {
         panic!("delete keys of the room");
     };
-    assert!(b.update_backup_version(ALICE, v3, r#"{"k":1}"#).await.unwrap());
-    assert_eq!(b.backup_version(ALICE, Some(v3)).await.unwrap().unwrap().auth_data, r#"{"k":1}"#);
+    assert!(b
+        .update_backup_version(ALICE, v3, r#"{"k":1}"#)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.backup_version(ALICE, Some(v3))
+            .await
+            .unwrap()
+            .unwrap()
+            .auth_data,
+        r#"{"k":1}"#
+    );
 }
 
 async fn e2ee_deleting_devices_removes_their_keys_and_inbox(s: &Storage) {
-    s.keys.upload_keys(ALICE, "PHONE", &upload_of(Some("{}"), vec![otk("A", "a")], None)).await.unwrap();
-    s.keys.upload_keys(ALICE, "LAPTOP", &upload_of(Some("{}"), vec![otk("A", "a")], None)).await.unwrap();
-    s.to_device.send_to_device(BOB, "B1", "t", 3, &[message(ALICE, "PHONE", 1)]).await.unwrap();
+    s.keys
+        .upload_keys(
+            ALICE,
+            "PHONE",
+            &upload_of(Some("{}"), vec![otk("A", "a")], None),
+        )
+        .await
+        .unwrap();
+    s.keys
+        .upload_keys(
+            ALICE,
+            "LAPTOP",
+            &upload_of(Some("{}"), vec![otk("A", "a")], None),
+        )
+        .await
+        .unwrap();
+    s.to_device
+        .send_to_device(BOB, "B1", "t", 3, &[message(ALICE, "PHONE", 1)])
+        .await
+        .unwrap();
     let sig = SignatureRecord {
         target_user_id: ALICE.to_owned(),
         target_key_id: "PHONE".to_owned(),
@@ -1991,13 +2141,33 @@ async fn e2ee_deleting_devices_removes_their_keys_and_inbox(s: &Storage) {
         signature: "sig".to_owned(),
     };
     s.keys.put_signatures(&[sig], ALICE, 4).await.unwrap();
-    s.keys.delete_device_keys(ALICE, &["PHONE".to_owned()], 7).await.unwrap();
+    s.keys
+        .delete_device_keys(ALICE, &["PHONE".to_owned()], 7)
+        .await
+        .unwrap();
     assert!(s.keys.device_keys(ALICE, "PHONE").await.unwrap().is_none());
-    assert_eq!(s.keys.key_counts(ALICE, "PHONE").await.unwrap(), (vec![], vec![]));
-    assert!(s.to_device.inbox(ALICE, "PHONE", 100).await.unwrap().is_empty());
+    assert_eq!(
+        s.keys.key_counts(ALICE, "PHONE").await.unwrap(),
+        (vec![], vec![])
+    );
+    assert!(s
+        .to_device
+        .inbox(ALICE, "PHONE", 100)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(s.keys.signatures_on(ALICE).await.unwrap().is_empty());
-    assert!(s.keys.device_keys(ALICE, "LAPTOP").await.unwrap().is_some(), "other devices keep theirs");
-    assert_eq!(s.device_lists.device_list_changes(ALICE, 4, 7).await.unwrap(), vec![ALICE.to_owned()]);
+    assert!(
+        s.keys.device_keys(ALICE, "LAPTOP").await.unwrap().is_some(),
+        "other devices keep theirs"
+    );
+    assert_eq!(
+        s.device_lists
+            .device_list_changes(ALICE, 4, 7)
+            .await
+            .unwrap(),
+        vec![ALICE.to_owned()]
+    );
 }
 
 async fn e2ee_device_list_changes_follow_room_sharing(s: &Storage) {
@@ -2008,17 +2178,51 @@ async fn e2ee_device_list_changes_follow_room_sharing(s: &Storage) {
     let mut sharing = lists.users_sharing_rooms(ALICE).await.unwrap();
     sharing.sort();
     assert_eq!(sharing, vec![ALICE.to_owned(), BOB.to_owned()]);
-    s.keys.upload_keys(BOB, "B1", &upload_of(Some("{}"), vec![], Some(4))).await.unwrap();
-    s.keys.upload_keys("@carol:example.org", "C1", &upload_of(Some("{}"), vec![], Some(5))).await.unwrap();
-    assert_eq!(lists.device_list_changes(ALICE, 0, 10).await.unwrap(), vec![BOB.to_owned()], "carol shares no room");
-    assert!(lists.device_list_changes(ALICE, 4, 10).await.unwrap().is_empty(), "the window is (from, to]");
+    s.keys
+        .upload_keys(BOB, "B1", &upload_of(Some("{}"), vec![], Some(4)))
+        .await
+        .unwrap();
+    s.keys
+        .upload_keys(
+            "@carol:example.org",
+            "C1",
+            &upload_of(Some("{}"), vec![], Some(5)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lists.device_list_changes(ALICE, 0, 10).await.unwrap(),
+        vec![BOB.to_owned()],
+        "carol shares no room"
+    );
+    assert!(
+        lists
+            .device_list_changes(ALICE, 4, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the window is (from, to]"
+    );
     let changes = lists.membership_changes(ALICE, 2, 3).await.unwrap();
     assert_eq!(changes.len(), 1);
-    assert_eq!((changes[0].other_user.as_str(), changes[0].other_changed), (BOB, true));
+    assert_eq!(
+        (changes[0].other_user.as_str(), changes[0].other_changed),
+        (BOB, true)
+    );
     let bob_leave = Ev::member(ROOM, 6, "$bob6", BOB, "leave", (4, 3));
     s.timeline.persist_event(&bob_leave.build()).await.unwrap();
     let changes = lists.membership_changes(ALICE, 5, 6).await.unwrap();
     assert_eq!(changes[0].other_membership, "leave");
-    assert_eq!(lists.users_sharing_rooms(ALICE).await.unwrap(), vec![ALICE.to_owned()]);
-    assert!(lists.device_list_changes(ALICE, 0, 10).await.unwrap().is_empty(), "no longer shared");
+    assert_eq!(
+        lists.users_sharing_rooms(ALICE).await.unwrap(),
+        vec![ALICE.to_owned()]
+    );
+    assert!(
+        lists
+            .device_list_changes(ALICE, 0, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no longer shared"
+    );
 }

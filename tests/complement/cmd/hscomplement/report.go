@@ -117,7 +117,28 @@ var (
 	ansi      = regexp.MustCompile(`\x1b\[[0-9;]*m`)
 	logPrefix = regexp.MustCompile(`^\s*[\w.-]+\.go:\d+: `)
 	noise     = regexp.MustCompile(`^\s*(=== |--- |\s*$)`)
+	// gomatrixserverlib prints response bodies as Go byte slices.
+	byteSlice = regexp.MustCompile(`\[((?:\d{1,3} )*\d{1,3})\]`)
 )
+
+// decodeBytes turns "contents=[123 34 ...]" into the text it encodes.
+func decodeBytes(s string) string {
+	return byteSlice.ReplaceAllStringFunc(s, func(m string) string {
+		fields := strings.Fields(strings.Trim(m, "[]"))
+		if len(fields) < 8 {
+			return m
+		}
+		b := make([]byte, 0, len(fields))
+		for _, f := range fields {
+			var n int
+			if _, err := fmt.Sscan(f, &n); err != nil || n > 255 {
+				return m
+			}
+			b = append(b, byte(n))
+		}
+		return string(b)
+	})
+}
 
 // reason picks the first error a test (or its subtests) reported: Complement
 // prints errors in red; failing that, a panic or timeout; failing that, the last
@@ -141,6 +162,7 @@ func (res *results) reason(pkg, test string) string {
 	clean := func(s string) string {
 		s = ansi.ReplaceAllString(s, "")
 		s = logPrefix.ReplaceAllString(s, "")
+		s = decodeBytes(s)
 		s = strings.Join(strings.Fields(s), " ")
 		if len(s) > 220 {
 			s = s[:220] + "…"

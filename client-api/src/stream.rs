@@ -1,0 +1,353 @@
+//! The WebSocket stream: sync-shaped updates pushed as they happen, and
+//! request/response messages for sending, after the Matrix WebSocket draft
+//! (`attic/drafts/websockets.rst`). The protocol is in `docs/websocket.md`.
+//!
+//! `GET /_matrix/client/unstable/io.homeserver.ws/stream?since=&filter=`,
+//! subprotocol `m.json`, authenticated like any client request.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        Query, State,
+    },
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use engine::{
+    accounts::Requester,
+    sync::{filter::Filter, SyncRequest},
+    typing::parse_timeout,
+    Error,
+};
+use futures::{SinkExt, StreamExt};
+use ruma::RoomId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::{access_token, AppState},
+};
+
+pub const PATH: &str = "/_matrix/client/unstable/io.homeserver.ws/stream";
+/// The feature flag advertised in `/versions` `unstable_features`.
+pub const FEATURE: &str = "io.homeserver.ws";
+
+/// Largest accepted client message. Bigger frames close the socket (1009).
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Server pings this often; a peer silent for two intervals is dead.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// A peer that cannot take a message for this long is a slow consumer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outgoing messages queued per connection before the sync loop waits.
+const QUEUE: usize = 16;
+
+/// Close codes. 1008/1009 are RFC 6455; 4000+ are ours.
+const CLOSE_SLOW_CONSUMER: u16 = 4008;
+const CLOSE_DEAD_PEER: u16 = 4009;
+const CLOSE_TOKEN_INVALID: u16 = 4001;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route(PATH, get(upgrade))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let token =
+        access_token(&headers, uri.query()).ok_or_else(|| ApiError(Error::missing_token()))?;
+    let user = state.accounts.authenticate(&token).await?;
+    let filter =
+        crate::sync::resolve_filter(&state, &user, q.get("filter").map(String::as_str)).await?;
+    if let Some(since) = q.get("since") {
+        engine::sync::parse_token(since)?;
+    }
+    let since = q.get("since").cloned();
+    let set_presence = q.get("set_presence").cloned();
+    Ok(ws
+        .protocols(["m.json"])
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| run(socket, state, user, token, since, filter, set_presence))
+        .into_response())
+}
+
+fn text(v: &Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+/// Whether a sync response carries nothing worth pushing.
+fn is_empty(resp: &Value) -> bool {
+    let empty_obj = |v: &Value| v.as_object().is_none_or(|o| o.is_empty());
+    let empty_arr = |v: &Value| v.as_array().is_none_or(|a| a.is_empty());
+    empty_obj(&resp["rooms"]["join"])
+        && empty_obj(&resp["rooms"]["invite"])
+        && empty_obj(&resp["rooms"]["leave"])
+        && empty_arr(&resp["presence"]["events"])
+        && empty_arr(&resp["account_data"]["events"])
+        && empty_arr(&resp["to_device"]["events"])
+        && empty_arr(&resp["device_lists"]["changed"])
+        && empty_arr(&resp["device_lists"]["left"])
+}
+
+async fn run(
+    socket: WebSocket,
+    state: AppState,
+    user: Requester,
+    token: String,
+    since: Option<String>,
+    filter: Filter,
+    set_presence: Option<String>,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+    let user = Arc::new(user);
+
+    // Writer: everything leaves through here, each send bounded in time.
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
+                Ok(Ok(())) if !closing => {}
+                Ok(Ok(())) | Ok(Err(_)) => break,
+                Err(_) => {
+                    // Slow consumer: drop it. Its last next_batch stays a valid resume token.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        sink.send(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
+                    )
+                    .await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    // Sync loop: push every non-empty update, then continue from its next_batch.
+    let sync_tx = tx.clone();
+    let sync_state = state.clone();
+    let sync_user = user.clone();
+    let syncer = tokio::spawn(async move {
+        let mut since = since;
+        loop {
+            let req = SyncRequest {
+                user_id: sync_user.user_id.to_string(),
+                device_id: sync_user.device_id.clone(),
+                since: since.clone(),
+                timeout_ms: 30_000,
+                full_state: false,
+                filter: filter.clone(),
+                set_presence: set_presence.clone(),
+            };
+            match sync_state.sync.sync(&req).await {
+                Ok(resp) => {
+                    let next = resp["next_batch"].as_str().map(str::to_owned);
+                    if since.is_none() || !is_empty(&resp) {
+                        if sync_tx
+                            .send(text(&json!({"method": "sync", "param": resp})))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    since = next;
+                }
+                Err(e) => {
+                    let _ = sync_tx
+                        .send(text(&json!({"method": "sync", "error": e.to_json()})))
+                        .await;
+                    if e.errcode == "M_UNKNOWN_TOKEN" {
+                        let _ = sync_tx
+                            .send(close(CLOSE_TOKEN_INVALID, "token invalid"))
+                            .await;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            // The device may have logged out while we waited.
+            if sync_state.accounts.authenticate(&token).await.is_err() {
+                let _ = sync_tx
+                    .send(close(CLOSE_TOKEN_INVALID, "token invalid"))
+                    .await;
+                break;
+            }
+        }
+    });
+
+    // Reader: requests and liveness.
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut missed_pings = 0u32;
+    loop {
+        tokio::select! {
+            msg = incoming.next() => {
+                let Some(Ok(msg)) = msg else {
+                    // Closed, or a protocol error such as an oversized frame (tungstenite
+                    // answers 1009 itself).
+                    break;
+                };
+                missed_pings = 0;
+                match msg {
+                    Message::Text(t) => {
+                        let reply = handle_request(&state, &user, t.as_str()).await;
+                        if tx.send(text(&reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let reply = json!({"error": Error::not_json("Binary frames are not supported; send JSON text.").to_json()});
+                        if tx.send(text(&reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = ping.tick() => {
+                missed_pings += 1;
+                if missed_pings > 2 {
+                    let _ = tx.send(close(CLOSE_DEAD_PEER, "no pong")).await;
+                    break;
+                }
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    syncer.abort();
+    drop(tx);
+    let _ = writer.await;
+}
+
+#[derive(Deserialize)]
+struct Request {
+    id: Option<Value>,
+    method: Option<String>,
+    #[serde(default)]
+    param: Value,
+}
+
+/// Answers one request message with `{id, result}` or `{id, error}`.
+async fn handle_request(state: &AppState, user: &Requester, text: &str) -> Value {
+    let parsed: Request = match serde_json::from_str::<Value>(text) {
+        Err(_) => return json!({"error": Error::not_json("Message is not JSON.").to_json()}),
+        Ok(v) => match serde_json::from_value(v) {
+            Ok(r) => r,
+            Err(e) => return json!({"error": Error::bad_json(e.to_string()).to_json()}),
+        },
+    };
+    let id = parsed.id.clone().unwrap_or(Value::Null);
+    let Some(method) = parsed.method.as_deref() else {
+        return json!({"id": id, "error": Error::bad_json("`method` is required").to_json()});
+    };
+    match dispatch(state, user, method, &parsed.param).await {
+        Ok(result) => json!({"id": id, "result": result}),
+        Err(ApiError(e)) => json!({"id": id, "error": e.to_json()}),
+    }
+}
+
+fn str_param<'a>(param: &'a Value, name: &str) -> ApiResult<&'a str> {
+    param[name]
+        .as_str()
+        .ok_or_else(|| ApiError(Error::bad_json(format!("`{name}` must be a string"))))
+}
+
+fn room_param<'a>(param: &'a Value) -> ApiResult<&'a RoomId> {
+    crate::rooms::parse_room_id(str_param(param, "room_id")?)
+}
+
+async fn dispatch(state: &AppState, user: &Requester, method: &str, p: &Value) -> ApiResult<Value> {
+    match method {
+        "ping" => Ok(json!({})),
+        "send" => {
+            let event_id = crate::events::send_message(
+                state,
+                user,
+                room_param(p)?,
+                str_param(p, "event_type")?,
+                str_param(p, "txn_id")?,
+                p["content"].clone(),
+            )
+            .await?;
+            Ok(json!({"event_id": event_id}))
+        }
+        "state" => {
+            let key = p["state_key"].as_str().unwrap_or("");
+            let event_id = crate::events::send_state(
+                state,
+                user,
+                room_param(p)?,
+                str_param(p, "event_type")?,
+                key,
+                p["content"].clone(),
+            )
+            .await?;
+            Ok(json!({"event_id": event_id}))
+        }
+        "read_markers" => {
+            crate::account_data::set_read_markers(state, user, room_param(p)?, p).await?;
+            Ok(json!({}))
+        }
+        "receipt" => {
+            let thread = p["thread_id"].as_str();
+            crate::ephemeral::post_receipt(
+                state,
+                user,
+                room_param(p)?,
+                str_param(p, "receipt_type")?,
+                str_param(p, "event_id")?,
+                thread,
+            )
+            .await?;
+            Ok(json!({}))
+        }
+        "typing" => {
+            let typing = p["typing"]
+                .as_bool()
+                .ok_or_else(|| ApiError(Error::bad_json("`typing` must be a boolean")))?;
+            let timeout = parse_timeout(typing, p["timeout"].as_u64())?;
+            state
+                .typing
+                .set_typing(room_param(p)?, user.user_id.as_str(), typing, timeout)
+                .await?;
+            Ok(json!({}))
+        }
+        "presence" => {
+            state
+                .presence
+                .set(
+                    user.user_id.as_str(),
+                    str_param(p, "presence")?,
+                    p["status_msg"].as_str().map(str::to_owned),
+                )
+                .await?;
+            Ok(json!({}))
+        }
+        other => Err(ApiError(Error::unrecognized(format!(
+            "Unknown method `{other}`"
+        )))),
+    }
+}
