@@ -106,12 +106,14 @@ pub async fn require_password_uia(
         .unwrap_or(user.user_id.as_str());
     let same_user = identified == user.user_id.as_str() || identified == user.user_id.localpart();
     let password = auth["password"].as_str().unwrap_or_default();
-    if !same_user
-        || state
-            .accounts
-            .check_password(&user.user_id, password)
-            .await
-            .is_err()
+    if !same_user {
+        return Err(Error::forbidden("You may only authenticate as yourself.").into());
+    }
+    if state
+        .accounts
+        .check_password(&user.user_id, password)
+        .await
+        .is_err()
     {
         return Err(uia
             .challenge(

@@ -184,16 +184,20 @@ pub(crate) async fn send_state(
         return Err(Error::bad_json("State event content must be an object.").into());
     }
     state.ratelimit.check(Action::Send, user.user_id.as_str())?;
-    if event_type == "m.room.member" {
-        return Err(Error::forbidden("Use the membership endpoints to change membership.").into());
-    }
     if event_type == "m.room.canonical_alias" {
         let alt = content["alt_aliases"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str);
-        for alias in content["alias"].as_str().into_iter().chain(alt) {
+        let aliases: Vec<&str> = content["alias"].as_str().into_iter().chain(alt).collect();
+        if aliases
+            .iter()
+            .any(|a| <&ruma::RoomAliasId>::try_from(*a).is_err())
+        {
+            return Err(Error::invalid_param("Invalid room alias.").into());
+        }
+        for alias in aliases {
             match state.core.storage.rooms.get_alias(alias).await? {
                 Some((r, _)) if r == room_id.as_str() => {}
                 _ => {
@@ -204,6 +208,15 @@ pub(crate) async fn send_state(
                     )
                     .into())
                 }
+            }
+        }
+    }
+    // Setting the same state again is idempotent: it returns the current event.
+    if let Some(room) = state.rooms.get(room_id).await? {
+        let st = room.read().await;
+        if let Some(current) = st.state_event(event_type, state_key) {
+            if current.sender == user.user_id && current.content_value() == content {
+                return Ok(current.event_id.clone());
             }
         }
     }
@@ -282,7 +295,7 @@ async fn messages(
 ) -> ApiResult<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     let backward = match q.get("dir").map(String::as_str) {
-        Some("b") => true,
+        Some("b") | None => true,
         Some("f") => false,
         _ => return Err(Error::invalid_param("dir must be 'b' or 'f'").into()),
     };

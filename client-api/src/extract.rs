@@ -130,9 +130,15 @@ async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, Ap
     })
 }
 
+/// Whether a body is well-formed JSON in valid UTF-8.
+fn is_json(body: &[u8]) -> bool {
+    std::str::from_utf8(body)
+        .is_ok_and(|s| serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok())
+}
+
 /// Classifies a body that failed to parse: not JSON at all, or JSON of the wrong shape.
 fn json_error(body: &[u8], err: impl std::fmt::Display) -> Error {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+    if !is_json(body) {
         return Error::not_json("Content not JSON.");
     }
     let msg = err.to_string();
@@ -179,7 +185,7 @@ where
             bytes = Bytes::from_static(b"{}");
         }
         let needs_json = matches!(parts.method, Method::PUT | Method::POST);
-        if needs_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        if needs_json && !is_json(&bytes) {
             return Err(ApiError(Error::not_json("Content not JSON.")));
         }
         let http_req = axum::http::Request::from_parts(parts, &bytes[..]);

@@ -3,7 +3,8 @@
 //!
 //! Modules follow the spec's sections: discovery, account (registration),
 //! session (login), devices, profile, rooms (creation and membership), events
-//! (send, state, redact, read), directory, sync, account data.
+//! (send, state, redact, read), directory, sync, account data, keys (end-to-end
+//! encryption), to-device messages, key backup (`room_keys`).
 
 mod account_data;
 mod admin;

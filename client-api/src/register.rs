@@ -60,7 +60,9 @@ async fn register_route(
     if !reg.enabled && !reg.require_token {
         return Err(Error::forbidden("Registration has been disabled.").into());
     }
-    let body = req.body;
+    let mut body = req.body;
+    // Localparts are lower-case; accept capitals as Synapse does, by folding them.
+    body.username = body.username.map(|u| u.to_lowercase());
     if body.kind == register::RegistrationKind::Guest {
         return Err(Error::guest_access_forbidden().into());
     }

@@ -224,7 +224,9 @@ impl AccountService {
     /// Password login. `identifier` may name a localpart or a full user id.
     pub async fn login_password(&self, user: &str, password: &str) -> Result<OwnedUserId> {
         let user_id = if user.starts_with('@') {
-            UserId::parse(user).map_err(|_| Error::forbidden("Invalid username or password."))?
+            // Localparts are stored lower-case; logins are case-insensitive.
+            UserId::parse(user.to_lowercase())
+                .map_err(|_| Error::forbidden("Invalid username or password."))?
         } else {
             UserId::parse(format!(
                 "@{}:{}",

@@ -253,8 +253,7 @@ impl RoomService {
             )?);
         }
         if let Some(topic) = req.topic {
-            let content =
-                json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]});
+            let content = json!({"topic": topic, "m.topic": {"m.text": [{"mimetype": "text/plain", "body": topic}]}});
             planned.push(self.plan(
                 &mut st,
                 creator,

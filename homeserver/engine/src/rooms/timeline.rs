@@ -152,7 +152,11 @@ impl TimelineService {
         room_id: &RoomId,
         event_id: &str,
     ) -> Result<Value> {
-        let view = self.require_readable(room_id, user_id).await?;
+        // Per the spec an event you may not see is indistinguishable from none.
+        let view = self
+            .require_readable(room_id, user_id)
+            .await
+            .map_err(|_| Error::not_found("Event not found."))?;
         let ev = self
             .core
             .storage

@@ -577,6 +577,19 @@ func runFull(o options) error {
 		for _, p := range pkgs {
 			pkgNames = append(pkgNames, p.Rel)
 		}
+		// Report order: tests/csapi, tests, then the MSC packages.
+		sort.Slice(pkgNames, func(i, j int) bool {
+			rank := func(rel string) string {
+				switch rel {
+				case "tests/csapi":
+					return "0"
+				case "tests":
+					return "1"
+				}
+				return "2" + rel
+			}
+			return rank(pkgNames[i]) < rank(pkgNames[j])
+		})
 		md := renderReport(res, reportInfo{
 			Upstream:      readUpstream(o.root),
 			HomeserverRev: o.homeserverRev,
