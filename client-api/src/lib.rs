@@ -6,6 +6,7 @@
 //! (send, state, redact, read), directory, sync, account data, keys (end-to-end
 //! encryption), to-device messages, key backup (`room_keys`).
 
+mod account;
 mod account_data;
 mod admin;
 mod backup;
@@ -89,5 +90,6 @@ pub fn router() -> Router<AppState> {
     let r = to_device::routes(r);
     let r = backup::routes(r);
     let r = admin::routes(r);
+    let r = account::routes(r);
     account_data::routes(r)
 }

@@ -161,14 +161,14 @@ async fn run(
             match sync_state.sync.sync(&req).await {
                 Ok(resp) => {
                     let next = resp["next_batch"].as_str().map(str::to_owned);
-                    if since.is_none() || !is_empty(&resp) {
-                        if sync_tx
+                    let wanted = since.is_none() || !is_empty(&resp);
+                    if wanted
+                        && sync_tx
                             .send(text(&json!({"method": "sync", "param": resp})))
                             .await
                             .is_err()
-                        {
-                            break;
-                        }
+                    {
+                        break;
                     }
                     since = next;
                 }
@@ -275,7 +275,7 @@ fn str_param<'a>(param: &'a Value, name: &str) -> ApiResult<&'a str> {
         .ok_or_else(|| ApiError(Error::bad_json(format!("`{name}` must be a string"))))
 }
 
-fn room_param<'a>(param: &'a Value) -> ApiResult<&'a RoomId> {
+fn room_param(param: &Value) -> ApiResult<&RoomId> {
     crate::rooms::parse_room_id(str_param(param, "room_id")?)
 }
 

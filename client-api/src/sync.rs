@@ -98,6 +98,7 @@ async fn create_filter(
     if !body.is_object() {
         return Err(Error::bad_json("Filter must be an object.").into());
     }
+    validate_filter(&body)?;
     if let Some(limit) = body["room"]["timeline"].get("limit") {
         if !limit.is_u64() {
             return Err(
@@ -131,4 +132,42 @@ async fn get_filter(
         .await?
         .ok_or_else(|| Error::not_found("Unknown filter."))?;
     Ok(Json(serde_json::from_str(&stored)?))
+}
+
+/// Rejects filters naming malformed user or room ids, as the spec's schema does.
+fn validate_filter(body: &Value) -> ApiResult<()> {
+    let room = &body["room"];
+    let event_filters = [
+        &room["timeline"],
+        &room["state"],
+        &room["ephemeral"],
+        &room["account_data"],
+        &body["presence"],
+        &body["account_data"],
+    ];
+    for f in event_filters {
+        for key in ["senders", "not_senders"] {
+            for id in f[key].as_array().into_iter().flatten() {
+                if id
+                    .as_str()
+                    .is_none_or(|s| <&ruma::UserId>::try_from(s).is_err())
+                {
+                    return Err(Error::bad_json(format!("{key} must hold user ids")).into());
+                }
+            }
+        }
+    }
+    for key in ["rooms", "not_rooms"] {
+        for f in [room, &room["timeline"], &room["state"], &room["ephemeral"]] {
+            for id in f[key].as_array().into_iter().flatten() {
+                if id
+                    .as_str()
+                    .is_none_or(|s| <&ruma::RoomId>::try_from(s).is_err())
+                {
+                    return Err(Error::bad_json(format!("{key} must hold room ids")).into());
+                }
+            }
+        }
+    }
+    Ok(())
 }

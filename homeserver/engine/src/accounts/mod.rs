@@ -349,3 +349,62 @@ impl AccountService {
         &self.core
     }
 }
+
+impl AccountService {
+    /// Sets a new password; with `logout_devices`, every other device is logged out.
+    pub async fn change_password(
+        &self,
+        requester: &Requester,
+        new_password: &str,
+        logout_devices: bool,
+    ) -> Result<()> {
+        if new_password.is_empty() || new_password.len() > 512 {
+            return Err(Error::new(
+                400,
+                "M_WEAK_PASSWORD",
+                "Password must be 1 to 512 characters.",
+            ));
+        }
+        let hash = password::hash(new_password, &self.core.config.passwords).await?;
+        let accounts = &self.core.storage.accounts;
+        accounts
+            .set_password_hash(requester.user_id.as_str(), &hash)
+            .await?;
+        if logout_devices {
+            for device in accounts.list_devices(requester.user_id.as_str()).await? {
+                if device.device_id != requester.device_id {
+                    accounts
+                        .delete_device(requester.user_id.as_str(), &device.device_id)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deactivates the account: leaves every room, then revokes all access.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        for m in self
+            .core
+            .storage
+            .rooms
+            .memberships_for_user(user_id.as_str())
+            .await?
+        {
+            if matches!(m.membership.as_str(), "join" | "invite" | "knock") {
+                if let Ok(room_id) = ruma::OwnedRoomId::try_from(m.room_id.as_str()) {
+                    if let Err(e) = self.rooms.leave(&room_id, user_id, None).await {
+                        tracing::warn!(room = %room_id, error = %e, "could not leave room while deactivating");
+                    }
+                }
+            }
+        }
+        let accounts = &self.core.storage.accounts;
+        for device in accounts.list_devices(user_id.as_str()).await? {
+            accounts
+                .delete_device(user_id.as_str(), &device.device_id)
+                .await?;
+        }
+        accounts.set_deactivated(user_id.as_str()).await
+    }
+}
