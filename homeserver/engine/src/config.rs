@@ -125,6 +125,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest accepted /sync `timeout`, in milliseconds.
     pub max_sync_timeout_ms: u64,
+    /// Rooms with more joined members than this are "large": a send wakes one
+    /// room-level key instead of each member (fan-out on read).
+    pub large_room_members: usize,
 }
 
 /// Token-bucket rate limits. `per_second` is the refill rate, `burst` the bucket size.
@@ -206,6 +209,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1024 * 1024,
             max_sync_timeout_ms: 120_000,
+            large_room_members: 100,
         }
     }
 }
@@ -336,6 +340,29 @@ fn apply_env_overrides(root: &mut toml::Table, vars: impl Iterator<Item = (Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn example_configs_parse() {
+        for (name, text) in [
+            (
+                "development.toml",
+                include_str!("../../../config/development.toml"),
+            ),
+            (
+                "production.example.toml",
+                include_str!("../../../config/production.example.toml"),
+            ),
+        ] {
+            let config: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let prod: Config =
+            toml::from_str(include_str!("../../../config/production.example.toml")).unwrap();
+        assert!(
+            !prod.registration.enabled,
+            "production example keeps registration closed"
+        );
+    }
 
     #[test]
     fn env_overrides_nested_keys() {

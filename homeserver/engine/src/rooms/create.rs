@@ -139,6 +139,7 @@ impl RoomService {
             latest_pos: 0,
             joined: Default::default(),
             invited: Default::default(),
+            large_threshold: core.config.limits.large_room_members,
         };
         let mut planned = Vec::new();
         apply_to_scratch(&mut st, &built);
@@ -310,6 +311,7 @@ impl RoomService {
             latest_pos: 0,
             joined: Default::default(),
             invited: Default::default(),
+            large_threshold: core.config.limits.large_room_members,
         });
         let mut live = handle.write().await;
         for built in planned {

@@ -31,10 +31,6 @@ use crate::{
     storage::StreamPos,
 };
 
-/// Rooms with more joined members than this use a room-level wake-up instead of
-/// waking each member (see the brief's fan-out rules).
-pub const LARGE_ROOM_MEMBERS: usize = 100;
-
 pub struct RoomState {
     pub room_id: OwnedRoomId,
     pub version: RoomVersionId,
@@ -46,6 +42,9 @@ pub struct RoomState {
     pub latest_pos: StreamPos,
     pub joined: HashSet<String>,
     pub invited: HashSet<String>,
+    /// Above this many joined members the room is "large": one room-level
+    /// wake-up instead of waking each member (`limits.large_room_members`).
+    pub large_threshold: usize,
 }
 
 impl RoomState {
@@ -59,7 +58,7 @@ impl RoomState {
     }
 
     pub fn is_large(&self) -> bool {
-        self.joined.len() > LARGE_ROOM_MEMBERS
+        self.joined.len() > self.large_threshold
     }
 
     /// `join_rule` of the room (`invite` when unset, per spec).
@@ -193,6 +192,7 @@ impl RoomService {
             latest_pos: storage.timeline.room_max_pos(room_id.as_str()).await?,
             joined,
             invited,
+            large_threshold: self.core.config.limits.large_room_members,
         }))
     }
 
