@@ -56,6 +56,19 @@ pub struct PresenceService {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// An `m.presence` event for /sync.
+fn presence_event(user: &str, p: &UserPresence, now: i64) -> Value {
+    let mut content = json!({
+        "presence": p.state,
+        "last_active_ago": (now - p.last_active_ms).max(0),
+        "currently_active": p.state == ONLINE,
+    });
+    if let Some(msg) = &p.status_msg {
+        content["status_msg"] = json!(msg);
+    }
+    json!({"type": "m.presence", "sender": user, "content": content})
+}
+
 fn parse_state(s: &str) -> Result<&'static str> {
     match s {
         ONLINE => Ok(ONLINE),
@@ -278,17 +291,22 @@ impl PresenceService {
             .filter(|u| visible(u))
             .filter_map(|u| inner.users.get(u.as_str()).map(|p| (u, p)))
             .filter(|(_, p)| p.pos > since && p.pos <= upto)
-            .map(|(u, p)| {
-                let mut content = json!({
-                    "presence": p.state,
-                    "last_active_ago": (now - p.last_active_ms).max(0),
-                    "currently_active": p.state == ONLINE,
-                });
-                if let Some(msg) = &p.status_msg {
-                    content["status_msg"] = json!(msg);
-                }
-                json!({"type": "m.presence", "sender": u, "content": content})
-            })
+            .map(|(u, p)| presence_event(u, p, now))
+            .collect()
+    }
+
+    /// The current presence of `users` (those the server knows about), as
+    /// `m.presence` events.
+    pub fn current_events(&self, users: &[String]) -> Vec<Value> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        let inner = self.inner.lock();
+        let now = now_ms();
+        users
+            .iter()
+            .filter_map(|u| inner.users.get(u).map(|p| (u, p)))
+            .map(|(u, p)| presence_event(u, p, now))
             .collect()
     }
 

@@ -8,18 +8,19 @@
 //
 // Addresses: hsN listens on 127.0.1.N, client API on :8008 (plain HTTP) and
 // federation on :8448 (TLS, certificate for "hsN" signed by Complement's
-// per-package CA). The names hs1..hs3 resolve through /etc/hosts; the run
-// scripts give every test process a private network and mount namespace with
-// its own hosts file, so several processes can use the same addresses at once.
-// Within one process the addresses are a shared resource: a deployment holds
-// them until it is destroyed, and a second Deploy waits for them.
+// per-package CA). The names hs1..hs3 resolve to 127.0.1.1..3 through
+// /etc/hosts; the run scripts give every test process a private network and
+// mount namespace with its own hosts file, so several processes can use the
+// same addresses at once. Within one process, a deployment made while another
+// is still alive (TestPartialStateJoin nests them) gets the next block,
+// 127.0.2.N, then 127.0.3.N, ...: Complement reaches it through our round
+// tripper, but the names hsN still resolve to the first block.
 //
 // Environment:
 //
-//	HS_COMPLEMENT_BINARY   the homeserver binary (required)
-//	HS_COMPLEMENT_IP_PREFIX first three octets of the servers' addresses (default 127.0.1)
-//	HS_COMPLEMENT_LOG_DIR  keep the server logs of failed tests here
-//	HS_COMPLEMENT_LOG      the servers' tracing filter (default "warn")
+//	HS_COMPLEMENT_BINARY  the homeserver binary (required)
+//	HS_COMPLEMENT_LOG_DIR keep the server logs of failed tests here
+//	HS_COMPLEMENT_LOG     the servers' tracing filter (default "warn")
 package deployer
 
 import (
@@ -57,9 +58,8 @@ import (
 const (
 	clientPort     = 8008
 	federationPort = 8448
-	// How long a Deploy waits for another deployment in this process to release
-	// the addresses before it gives up.
-	addressWait = 10 * time.Minute
+	// Address blocks 127.0.1.x .. 127.0.<maxBlocks>.x.
+	maxBlocks = 16
 )
 
 // TestMain is the TestMain of every Complement package we run: the overlay
@@ -72,8 +72,30 @@ func TestMain(m *testing.M, namespace string) {
 	complement.TestMain(m, namespace, complement.WithDeployment(Deploy))
 }
 
-// addresses is held by one deployment at a time (see the package comment).
-var addresses = make(chan struct{}, 1)
+// Address blocks in use by live deployments of this process.
+var (
+	blocksMu sync.Mutex
+	blocks   [maxBlocks + 1]bool
+)
+
+// takeBlock returns the lowest free address block (1 when nothing else is alive).
+func takeBlock() int {
+	blocksMu.Lock()
+	defer blocksMu.Unlock()
+	for b := 1; b <= maxBlocks; b++ {
+		if !blocks[b] {
+			blocks[b] = true
+			return b
+		}
+	}
+	return 0
+}
+
+func releaseBlock(b int) {
+	blocksMu.Lock()
+	defer blocksMu.Unlock()
+	blocks[b] = false
+}
 
 // Deploy starts numServers fresh homeservers. It is Complement's custom deployer.
 func Deploy(t ct.TestLike, numServers int, cfg *config.Complement) complement.Deployment {
@@ -85,19 +107,19 @@ func Deploy(t ct.TestLike, numServers int, cfg *config.Complement) complement.De
 	if numServers < 1 || numServers > 9 {
 		ct.Fatalf(t, "deployer: cannot deploy %d servers", numServers)
 	}
-	select {
-	case addresses <- struct{}{}:
-	case <-time.After(addressWait):
-		ct.Fatalf(t, "deployer: another deployment in this process held the addresses for %s", addressWait)
+	block := takeBlock()
+	if block == 0 {
+		ct.Fatalf(t, "deployer: more than %d deployments alive at once", maxBlocks)
 	}
 	dir, err := os.MkdirTemp("", "hs-complement-")
 	if err != nil {
-		<-addresses
+		releaseBlock(block)
 		ct.Fatalf(t, "deployer: %s", err)
 	}
 	d := &Deployment{
 		cfg:    cfg,
 		dir:    dir,
+		block:  block,
 		HS:     map[string]*Server{},
 		binary: binary,
 	}
@@ -105,15 +127,11 @@ func Deploy(t ct.TestLike, numServers int, cfg *config.Complement) complement.De
 	if c, ok := t.(interface{ Cleanup(func()) }); ok {
 		c.Cleanup(func() { d.destroy(t) })
 	}
-	prefix := os.Getenv("HS_COMPLEMENT_IP_PREFIX")
-	if prefix == "" {
-		prefix = "127.0.1"
-	}
 	for i := 1; i <= numServers; i++ {
 		name := fmt.Sprintf("hs%d", i)
 		s := &Server{
 			Name: name,
-			IP:   fmt.Sprintf("%s.%d", prefix, i),
+			IP:   fmt.Sprintf("127.0.%d.%d", block, i),
 			Dir:  filepath.Join(dir, name),
 		}
 		s.BaseURL = fmt.Sprintf("http://%s:%d", s.IP, clientPort)
@@ -150,6 +168,7 @@ type Deployment struct {
 	HS     map[string]*Server
 	cfg    *config.Complement
 	dir    string
+	block  int
 	binary string
 
 	localpartCounter atomic.Int64
@@ -383,7 +402,7 @@ func (d *Deployment) destroy(t ct.TestLike) {
 		wg.Wait()
 		d.keepLogs(t, t.Failed())
 		_ = os.RemoveAll(d.dir)
-		<-addresses
+		releaseBlock(d.block)
 	})
 }
 

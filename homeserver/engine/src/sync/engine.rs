@@ -66,6 +66,9 @@ struct Pass {
     /// Large joined rooms, whose room-level wake-ups a long-poll must watch.
     large_rooms: Vec<String>,
     joined_handles: Vec<RoomHandle>,
+    /// Users whose current presence this response must carry even if it did
+    /// not change: members of newly joined rooms, and members who just joined.
+    presence_of: HashSet<String>,
 }
 
 /// One computed response and what to wait on if it is empty.
@@ -182,6 +185,7 @@ impl SyncService {
                 .await?,
             large_rooms: Vec::new(),
             joined_handles: Vec::new(),
+            presence_of: HashSet::new(),
         };
 
         for m in memberships
@@ -228,9 +232,13 @@ impl SyncService {
                 shares = room.read().await.joined.contains(sender);
             }
             if shares {
+                pass.presence_of.remove(sender);
                 presence.push(event);
             }
         }
+        pass.presence_of.remove(&req.user_id);
+        let extra: Vec<String> = pass.presence_of.iter().cloned().collect();
+        presence.extend(self.presence.current_events(&extra));
         let e2ee =
             super::e2ee::sections(&self.core, &req.user_id, &req.device_id, since, upto).await?;
         let empty = join.is_empty()
@@ -388,6 +396,21 @@ impl SyncService {
             Vec::new()
         };
 
+        if since.is_some() && self.presence.enabled() {
+            if newly_joined {
+                pass.presence_of
+                    .extend(room.read().await.joined.iter().cloned());
+            }
+            for e in &events {
+                if let Ok(v) = serde_json::from_str::<Value>(&e.pdu_json) {
+                    if v["type"] == "m.room.member" && v["content"]["membership"] == "join" {
+                        if let Some(user) = v["state_key"].as_str() {
+                            pass.presence_of.insert(user.to_owned());
+                        }
+                    }
+                }
+            }
+        }
         let now = now_ms();
         let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
         let timeline: Vec<Value> = events
