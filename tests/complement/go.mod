@@ -2,9 +2,9 @@ module homeserver.local/complement
 
 go 1.25.0
 
-// Complement is not served by the Go module proxy, so its source is kept in
-// upstream/, unmodified (upstream.txt names the commit). The versions
-// below are Complement's own go.mod requirements.
+// The Go module proxy does not serve Complement: its source is expected at
+// ./upstream, a local, gitignored checkout of the commit upstream.txt names.
+// The versions below are that commit's own go.mod requirements.
 replace github.com/matrix-org/complement => ./upstream
 
 require github.com/matrix-org/complement v0.0.0-00010101000000-000000000000

@@ -1,6 +1,7 @@
 # Shared by scripts/complement.sh and scripts/complement-gate.sh (sourced).
 # Provides: ROOT, HS_COMPLEMENT_DIR, CARGO_TARGET_DIR, log, ensure_go,
-# ensure_complement_modules, build_homeserver, homeserver_rev.
+# ensure_complement_modules (checks for the Complement checkout first),
+# build_homeserver, homeserver_rev.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HS_COMPLEMENT_DIR="$ROOT/tests/complement"
@@ -33,9 +34,17 @@ ensure_go() {
     fi
 }
 
-# Complement's source is in tests/complement/upstream; its dependencies come
-# from the Go module proxy into the module cache (a no-op when cached).
+# Complement's own source must be checked out at tests/complement/upstream
+# (the Go module proxy refuses it; see tests/complement/upstream.txt). Its
+# dependencies come from the Go module proxy into the module cache (a no-op
+# when cached).
 ensure_complement_modules() {
+    if [ ! -f "$HS_COMPLEMENT_DIR/upstream/tests/csapi/main_test.go" ]; then
+        echo "complement: no Complement checkout at tests/complement/upstream." >&2
+        echo "  The Go module proxy refuses github.com/matrix-org/complement; put a checkout of" >&2
+        echo "  the commit named in tests/complement/upstream.txt there (instructions inside)." >&2
+        return 1
+    fi
     log "go mod download (tests/complement)"
     (cd "$HS_COMPLEMENT_DIR" && go mod download)
 }

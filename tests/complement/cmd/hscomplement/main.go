@@ -412,7 +412,15 @@ func runProcess(ctx context.Context, o options, iso isolation, hosts, test2json,
 		cmd = exec.Command(args[0], args[1:]...)
 	}
 	cmd.Dir = filepath.Dir(p.Binary)
-	cmd.Env = append(testEnv(o.binary, logDir), "HS_HOSTS="+hosts)
+	// The servers' data lives under a temporary directory of this process
+	// alone, removed afterwards even if the process died before cleaning up.
+	tmp, err := os.MkdirTemp("", "hscomplement-proc-")
+	if err != nil {
+		writeEvent(out, event{Action: "output", Package: p.Rel, Output: "hscomplement: " + err.Error()})
+		return
+	}
+	defer os.RemoveAll(tmp)
+	cmd.Env = append(testEnv(o.binary, logDir), "HS_HOSTS="+hosts, "TMPDIR="+tmp)
 	cmd.Stdout = out
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -422,7 +430,7 @@ func runProcess(ctx context.Context, o options, iso isolation, hosts, test2json,
 			_ = cmd.Process.Kill()
 		}
 	})
-	err := cmd.Run()
+	err = cmd.Run()
 	killer.Stop()
 	if err != nil && stderr.Len() > 0 {
 		writeEvent(out, event{Action: "output", Package: p.Rel, Output: "hscomplement: test process: " + err.Error() + ": " + stderr.String()})
