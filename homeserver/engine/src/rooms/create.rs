@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub const DEFAULT_ROOM_VERSION: &str = "12";
-pub const SUPPORTED_ROOM_VERSIONS: &[&str] = &["10", "11", "12"];
+pub const SUPPORTED_ROOM_VERSIONS: &[&str] = &["3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
 
 /// The parts of a `createRoom` request the service acts on.
 #[derive(Debug, Default, Clone)]
