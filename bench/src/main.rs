@@ -6,7 +6,10 @@
 //!   latency percentiles.
 //! - `throughput`: many concurrent senders; acknowledged messages per second,
 //!   then a read-back check that nothing was lost, doubled or reordered.
+//! - `connections`: opens many idle WebSocket streams or pending /sync
+//!   long-polls and reports the server's resident memory per connection.
 
+mod connections;
 mod latency;
 mod matrix;
 mod setup;
@@ -35,6 +38,8 @@ enum Command {
     Latency(latency::Args),
     /// Acknowledged messages/s under concurrent senders, verified afterwards.
     Throughput(throughput::Args),
+    /// Idle connections one server holds, and its RSS per connection.
+    Connections(connections::Args),
 }
 
 #[tokio::main]
@@ -42,6 +47,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Latency(args) => latency::run(args).await,
         Command::Throughput(args) => throughput::run(args).await,
+        Command::Connections(args) => connections::run(args).await,
     };
     report(result)
 }
