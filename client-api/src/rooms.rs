@@ -168,19 +168,11 @@ async fn kick_route(
 ) -> ApiResult<RumaResponse<kick_user::v3::Response>> {
     let user = req.user()?.user_id.clone();
     let b = &req.body;
-    if state
+    let target = state
         .rooms
         .membership(&b.room_id, b.user_id.as_str())
-        .await?
-        .as_deref()
-        != Some("join")
-        && state
-            .rooms
-            .membership(&b.room_id, b.user_id.as_str())
-            .await?
-            .as_deref()
-            != Some("invite")
-    {
+        .await?;
+    if !matches!(target.as_deref(), Some("join") | Some("invite")) {
         return Err(Error::forbidden("The target user is not in the room.").into());
     }
     state
