@@ -40,8 +40,6 @@ pub const FEATURE: &str = "io.homeserver.ws";
 
 /// Largest accepted client message. Bigger frames close the socket (1009).
 const MAX_MESSAGE: usize = 64 * 1024;
-/// Server pings this often; a peer silent for two intervals is dead.
-const PING_EVERY: Duration = Duration::from_secs(30);
 /// A peer that cannot take a message for this long is a slow consumer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outgoing messages queued per connection before the sync loop waits.
@@ -196,7 +194,10 @@ async fn run(
     });
 
     // Reader: requests and liveness.
-    let mut ping = tokio::time::interval(PING_EVERY);
+    // A peer silent for three ping intervals is dead (`limits.ws_ping_interval_ms`).
+    let mut ping = tokio::time::interval(Duration::from_millis(
+        state.core.config.limits.ws_ping_interval_ms.max(10),
+    ));
     ping.tick().await;
     let mut missed_pings = 0u32;
     loop {

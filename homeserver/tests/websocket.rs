@@ -280,3 +280,54 @@ async fn bad_input_gets_errors_and_the_server_carries_on() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_reaped_and_goes_offline() {
+    let server = TestServer::start_with(|c| {
+        c.limits.ws_ping_interval_ms = 100;
+        c.presence.offline_grace_ms = 100;
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.join(&room).await;
+    let presence = format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id));
+
+    // bob connects, then stops reading: his client never answers a ping.
+    let mut ws = connect(&bob, None).await;
+    let _ = next_json(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(alice.get(&presence).await.ok()["presence"], "online");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The server has given up on him and closed the socket (with 4009; a client
+    // that then flushes its overdue pongs may see the broken pipe first).
+    let mut ended = false;
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        match next {
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(f) = frame {
+                    assert_eq!(u16::from(f.code), 4009, "dead peer closed with 4009");
+                }
+                ended = true;
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(ended, "the server closed the dead peer's socket");
+    // ...and, his last connection gone, he goes offline.
+    let start = std::time::Instant::now();
+    while alice.get(&presence).await.ok()["presence"] != "offline" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "bob never went offline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
+}

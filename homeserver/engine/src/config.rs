@@ -128,6 +128,9 @@ pub struct Limits {
     /// Rooms with more joined members than this are "large": a send wakes one
     /// room-level key instead of each member (fan-out on read).
     pub large_room_members: usize,
+    /// The WebSocket stream pings this often; a peer silent for three
+    /// intervals is closed as dead.
+    pub ws_ping_interval_ms: u64,
 }
 
 /// Token-bucket rate limits. `per_second` is the refill rate, `burst` the bucket size.
@@ -210,6 +213,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_sync_timeout_ms: 120_000,
             large_room_members: 100,
+            ws_ping_interval_ms: 30_000,
         }
     }
 }
