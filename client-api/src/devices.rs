@@ -85,6 +85,13 @@ async fn update_route(
     Ok(RumaResponse(update_device::v3::Response::new()))
 }
 
+/// A request's `auth` (UIA) object as JSON, for the UIA checks.
+pub(crate) fn auth_json(
+    auth: Option<&ruma::api::client::uiaa::AuthData>,
+) -> ApiResult<Option<Value>> {
+    Ok(auth.map(serde_json::to_value).transpose()?)
+}
+
 /// Password UIA: the requester proves their password before destructive changes.
 pub async fn require_password_uia(
     state: &AppState,
@@ -134,13 +141,7 @@ async fn delete_route(
     req: Ruma<delete_device::v3::Request>,
 ) -> ApiResult<RumaResponse<delete_device::v3::Response>> {
     let user = req.user()?.clone();
-    let auth = req
-        .body
-        .auth
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
+    let auth = auth_json(req.body.auth.as_ref())?;
     if state
         .core
         .storage
@@ -171,13 +172,7 @@ async fn delete_many_route(
     req: Ruma<delete_devices::v3::Request>,
 ) -> ApiResult<RumaResponse<delete_devices::v3::Response>> {
     let user = req.user()?.clone();
-    let auth = req
-        .body
-        .auth
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
+    let auth = auth_json(req.body.auth.as_ref())?;
     require_password_uia(&state, &user, auth).await?;
     for device_id in &req.body.devices {
         state

@@ -192,7 +192,7 @@ async fn device_signing_route(
         .cross_signing_needs_auth(&user.user_id, &upload)
         .await?
     {
-        let auth = body.auth.as_ref().map(serde_json::to_value).transpose()?;
+        let auth = crate::devices::auth_json(body.auth.as_ref())?;
         require_password_uia(&state, &user, auth).await?;
     }
     state

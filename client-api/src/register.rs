@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     extract::{AppState, JsonBody, Ruma},
     ruma_route, RumaResponse,
 };
@@ -74,12 +74,7 @@ async fn register_route(
         }
     }
     let flows = flows(&state);
-    let auth = body
-        .auth
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| ApiError(Error::bad_json(e.to_string())))?;
+    let auth = crate::devices::auth_json(body.auth.as_ref())?;
     let session = complete_uia(&state, &flows, auth.as_ref()).await?;
     state
         .ratelimit
