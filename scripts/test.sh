@@ -22,6 +22,9 @@
 #   HS_TEST_POSTGRES_URL  use this PostgreSQL admin URL instead of starting a
 #                         private cluster
 #   HS_VENV               Python venv for the client tests (default $HOME/.cache/hs-venv)
+#   HS_TEST_S3_URL        use this S3-compatible endpoint for the media tests instead
+#                         of starting S3Proxy (with HS_TEST_S3_ACCESS_KEY and
+#                         HS_TEST_S3_SECRET_KEY)
 #   HS_BINARY             homeserver binary the client tests start
 #                         (default $CARGO_TARGET_DIR/debug/homeserver)
 set -euo pipefail
@@ -252,9 +255,91 @@ stop_postgres() {
     PG_DIR=""
 }
 
+# ---------------------------------------------------------------------------
+# An S3-compatible server for the media tests: S3Proxy (Apache-2.0), one
+# self-contained jar from Maven Central, on its filesystem backend. Why this
+# one: docs/media.md.
+
+S3PROXY_VERSION=2.6.0
+S3_DIR=""
+S3_PID=""
+
+s3proxy_jar() {
+    echo "$HOME/.m2/repository/org/gaul/s3proxy/$S3PROXY_VERSION/s3proxy-$S3PROXY_VERSION-jar-with-dependencies.jar"
+}
+
+ensure_s3proxy() {
+    [ -f "$(s3proxy_jar)" ] && command -v java >/dev/null && return 0
+    if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+        apt_install openjdk-17-jre-headless maven || return 1
+    fi
+    log "mvn dependency:get org.gaul:s3proxy:$S3PROXY_VERSION (jar-with-dependencies)"
+    mvn -q -B dependency:get -Dtransitive=false \
+        -Dartifact="org.gaul:s3proxy:$S3PROXY_VERSION:jar:jar-with-dependencies" || return 1
+    [ -f "$(s3proxy_jar)" ]
+}
+
+# S3Proxy servers left behind by runs that were killed outright.
+reap_stale_s3proxies() {
+    local dir owner pid
+    for dir in /tmp/hs-s3.*; do
+        [ -f "$dir/owner.pid" ] || continue
+        owner="$(cat "$dir/owner.pid" 2>/dev/null || true)"
+        if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then continue; fi
+        pid="$(cat "$dir/server.pid" 2>/dev/null || true)"
+        [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+        rm -rf "$dir"
+    done
+}
+
+start_s3proxy() {
+    reap_stale_s3proxies
+    S3_DIR="$(mktemp -d /tmp/hs-s3.XXXXXX)" || return 1
+    echo "$$" >"$S3_DIR/owner.pid" || return 1
+    mkdir -p "$S3_DIR/data" || return 1
+    local port=$((58000 + $$ % 1000)) i
+    while port_in_use "$port"; do port=$((port + 1)); done
+    printf '%s\n' \
+        "s3proxy.endpoint=http://127.0.0.1:$port" \
+        "s3proxy.authorization=aws-v2-or-v4" \
+        "s3proxy.identity=hs-test" \
+        "s3proxy.credential=hs-test-secret" \
+        "jclouds.provider=filesystem-nio2" \
+        "jclouds.identity=hs-test" \
+        "jclouds.credential=hs-test-secret" \
+        "jclouds.filesystem.basedir=$S3_DIR/data" >"$S3_DIR/s3proxy.conf" || return 1
+    log "starting S3Proxy $S3PROXY_VERSION on 127.0.0.1:$port"
+    java -Xmx256m -jar "$(s3proxy_jar)" --properties "$S3_DIR/s3proxy.conf" >"$S3_DIR/server.log" 2>&1 &
+    S3_PID=$!
+    echo "$S3_PID" >"$S3_DIR/server.pid"
+    for i in $(seq 1 120); do
+        if port_in_use "$port"; then
+            export HS_TEST_S3_URL="http://127.0.0.1:$port"
+            export HS_TEST_S3_ACCESS_KEY=hs-test HS_TEST_S3_SECRET_KEY=hs-test-secret
+            return 0
+        fi
+        kill -0 "$S3_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    echo "S3Proxy did not start:" >&2
+    tail -n 20 "$S3_DIR/server.log" >&2 || true
+    return 1
+}
+
+stop_s3proxy() {
+    if [ -n "$S3_PID" ]; then
+        kill "$S3_PID" 2>/dev/null || true
+        wait "$S3_PID" 2>/dev/null || true
+        S3_PID=""
+    fi
+    [ -z "$S3_DIR" ] || rm -rf "$S3_DIR"
+    S3_DIR=""
+}
+
 cleanup() {
     local rc=$?
     stop_postgres || true
+    stop_s3proxy || true
     exit "$rc"
 }
 trap cleanup EXIT
@@ -335,6 +420,15 @@ PG_SETUP_FAILED=0
 if wants postgres && [ -z "${HS_TEST_POSTGRES_URL:-}" ]; then
     if ! { ensure_postgres && start_postgres; }; then
         PG_SETUP_FAILED=1
+    fi
+fi
+
+# The media tests run on both blob stores; under CI=true a missing S3 server
+# fails them rather than skipping.
+if { wants sqlite || wants postgres; } && [ -z "${HS_TEST_S3_URL:-}" ]; then
+    if ! { ensure_s3proxy && start_s3proxy; }; then
+        RESULTS+=("$(printf 'FAIL  %-9s %4ss  (S3Proxy did not start)' s3proxy 0)")
+        FAILED=$((FAILED + 1))
     fi
 fi
 

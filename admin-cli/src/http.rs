@@ -69,6 +69,31 @@ impl MatrixError {
     }
 }
 
+/// Turns a failed request into a message an operator can act on: which
+/// server could not be reached and why, without a debug dump.
+pub fn transport_error(server: &str, e: reqwest::Error) -> anyhow::Error {
+    let why = if e.is_connect() {
+        "connection failed (is the server running, and is the URL right?)"
+    } else if e.is_timeout() {
+        "the request timed out"
+    } else if e.is_builder() {
+        "the server URL is not valid"
+    } else {
+        "the request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        anyhow::anyhow!("cannot reach the server at {server}: {why}")
+    } else {
+        anyhow::anyhow!("cannot reach the server at {server}: {why}: {cause}")
+    }
+}
+
 /// Reads a response: a 2xx body is decoded as `T`, anything else becomes a
 /// [`MatrixError`].
 pub async fn read_json<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {

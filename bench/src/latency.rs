@@ -1,29 +1,35 @@
 //! `hs-bench latency`: end-to-end delivery latency of a 1:1 dialog.
 //!
-//! Alice and Bob share a fresh direct room. Bob sits in a `/sync` long-poll,
-//! as a phone client would. Alice sends one message at a time; each message's
-//! latency runs from just before her `PUT /send` until Bob's long-poll returns
-//! it. Sending one at a time means every figure is an idle-server round trip,
-//! not a queueing artefact.
+//! Alice and Bob share a fresh direct room. Bob follows it over a `/sync`
+//! long-poll, as a phone client would, or over the WebSocket stream
+//! (`--transport ws`). Alice sends one message at a time; each message's
+//! latency runs from just before her `PUT /send` until Bob's client has it.
+//! Sending one at a time means every figure is a round trip, not a queueing
+//! artefact of this client. `--background-rate` adds a steady load of other
+//! users' messages in other rooms, to measure the same round trip on a busy
+//! server.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::matrix::Session;
+use crate::load::{Background, LoadArgs};
+use crate::receive::{self, Arrival, Receiver, Transport};
 use crate::setup::{self, ServerArgs};
 use crate::stats::Summary;
-
-/// Key under which each message carries its run and sequence number.
-const MARKER: &str = "dev.hs_bench";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub server: ServerArgs,
+    /// How Bob receives: `/sync` long-polls or the WebSocket stream.
+    #[arg(long, value_enum, default_value = "longpoll")]
+    pub transport: Transport,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Messages to measure.
     #[arg(long, default_value_t = 1000)]
     pub messages: u64,
@@ -56,24 +62,26 @@ pub async fn run(args: Args) -> Result<()> {
 
     // Catch Bob up first, so his long-poll starts after the join and only
     // new messages wake it.
-    let filter = sync_filter(&room_id);
+    let filter = receive::sync_filter(&room_id);
     let (initial, _) = bob
         .sync(None, &filter, 0)
         .await
         .context("Bob's initial sync")?;
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
-    let mut syncer = tokio::spawn(sync_loop(
-        bob.clone(),
-        room_id.clone(),
-        filter,
-        initial.next_batch,
-        run.clone(),
-        arrivals_tx,
-    ));
+    let receiver = Receiver {
+        index: 0,
+        session: bob.clone(),
+        room_id: room_id.clone(),
+        run: run.clone(),
+        since: initial.next_batch,
+        source: None,
+    };
+    let mut syncer = tokio::spawn(receiver.run(args.transport, arrivals_tx));
+    let background = Background::start(&http, &args.server, &args.load, &run).await?;
 
     println!(
-        "hs-bench latency: {} messages ({} warm-up) from {} to {} in {room_id}",
-        args.messages, args.warmup, alice.user_id, bob.user_id
+        "hs-bench latency: {} messages ({} warm-up) from {} to {} in {room_id}, over {:?}, background {} msg/s",
+        args.messages, args.warmup, alice.user_id, bob.user_id, args.transport, args.load.background_rate
     );
 
     let timeout = Duration::from_secs(args.message_timeout_secs);
@@ -86,7 +94,7 @@ pub async fn run(args: Args) -> Result<()> {
         if seq == args.warmup {
             measured_start = Instant::now();
         }
-        let content = message(&run, seq, &padding);
+        let content = receive::message(&run, seq, &padding);
         let txn_id = format!("{run}-{seq}");
 
         let sent_at = Instant::now();
@@ -101,9 +109,12 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let elapsed = measured_start.elapsed();
     syncer.abort();
+    if let Some(bg) = background {
+        bg.stop();
+    }
 
     if let Some(summary) = Summary::of(&end_to_end) {
-        println!("  end-to-end latency (PUT start -> Bob's /sync returns it)");
+        println!("  end-to-end latency (PUT start -> Bob's client has it)");
         println!("{summary}");
     }
     if let Some(summary) = Summary::of(&acks) {
@@ -123,67 +134,9 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The sync filter: only this room's messages, nothing else, so each answer
-/// stays as small as a real client's incremental sync.
-fn sync_filter(room_id: &str) -> String {
-    json!({
-        "presence": { "not_types": ["*"] },
-        "account_data": { "not_types": ["*"] },
-        "room": {
-            "rooms": [room_id],
-            "timeline": { "limit": 50, "types": ["m.room.message"] },
-            "state": { "lazy_load_members": true },
-            "ephemeral": { "not_types": ["*"] },
-            "account_data": { "not_types": ["*"] },
-        },
-    })
-    .to_string()
-}
-
-fn message(run: &str, seq: u64, padding: &str) -> Value {
-    json!({
-        "msgtype": "m.text",
-        "body": format!("hs-bench {seq} {padding}"),
-        MARKER: { "run": run, "seq": seq },
-    })
-}
-
-/// Bob's long-poll loop: reports `(seq, arrival instant)` for every message of
-/// this run that a `/sync` answer carries.
-async fn sync_loop(
-    bob: Session,
-    room_id: String,
-    filter: String,
-    mut since: String,
-    run: String,
-    arrivals: mpsc::UnboundedSender<(u64, Instant)>,
-) -> Result<()> {
-    loop {
-        let (sync, arrived) = bob
-            .sync(Some(&since), &filter, 30_000)
-            .await
-            .context("Bob's /sync long-poll")?;
-        since = sync.next_batch;
-        let Some(room) = sync.rooms.join.get(&room_id) else {
-            continue;
-        };
-        for event in &room.timeline.events {
-            let marker = &event.content[MARKER];
-            if event.kind != "m.room.message" || marker["run"].as_str() != Some(&run) {
-                continue;
-            }
-            if let Some(seq) = marker["seq"].as_u64() {
-                if arrivals.send((seq, arrived)).is_err() {
-                    return Ok(()); // The sender is done measuring.
-                }
-            }
-        }
-    }
-}
-
 /// Waits until the sync loop reports message `seq`, skipping any other.
 async fn wait_for(
-    arrivals: &mut mpsc::UnboundedReceiver<(u64, Instant)>,
+    arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
     seq: u64,
     timeout: Duration,
     syncer: &mut JoinHandle<Result<()>>,
@@ -191,7 +144,7 @@ async fn wait_for(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, arrivals.recv()).await {
-            Ok(Some((got, at))) if got == seq => return Ok(at),
+            Ok(Some((_, got, at))) if got == seq => return Ok(at),
             Ok(Some(_)) => continue,
             // The channel only closes when the sync loop has ended, which it
             // does only on an error: surface that error.

@@ -6,12 +6,22 @@
 //!   latency percentiles.
 //! - `throughput`: many concurrent senders; acknowledged messages per second,
 //!   then a read-back check that nothing was lost, doubled or reordered.
+//! - `fanout`: one sender, many online members; time until the last has it.
 //! - `connections`: opens many idle WebSocket streams or pending /sync
 //!   long-polls and reports the server's resident memory per connection.
+//! - `push-rules`: push-rule evaluations per second for one message in a
+//!   large room, calling the engine's evaluator in process.
+//! - `media`: thumbnails/s for a 12-megapixel JPEG, upload MB/s, and the
+//!   server's peak RSS while it streams a 200 MB upload.
 
 mod connections;
+mod fanout;
 mod latency;
+mod load;
 mod matrix;
+mod media;
+mod push_rules;
+mod receive;
 mod setup;
 mod stats;
 mod throughput;
@@ -40,6 +50,12 @@ enum Command {
     Throughput(throughput::Args),
     /// Idle connections one server holds, and its RSS per connection.
     Connections(connections::Args),
+    /// Send-to-last-member time in a room with many online members.
+    Fanout(fanout::Args),
+    /// Push-rule evaluations/s for one message in a large room (engine, in process).
+    PushRules(push_rules::Args),
+    /// Thumbnails/s for a 12 MP JPEG, upload MB/s, peak RSS of a 200 MB upload.
+    Media(media::Args),
 }
 
 #[tokio::main]
@@ -48,6 +64,9 @@ async fn main() -> ExitCode {
         Command::Latency(args) => latency::run(args).await,
         Command::Throughput(args) => throughput::run(args).await,
         Command::Connections(args) => connections::run(args).await,
+        Command::Fanout(args) => fanout::run(args).await,
+        Command::PushRules(args) => push_rules::run(args).await,
+        Command::Media(args) => media::run(args).await,
     };
     report(result)
 }

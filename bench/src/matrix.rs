@@ -97,12 +97,17 @@ impl Session {
         }
     }
 
-    /// How many requests of this session were retried after a 429.
     /// The access token (for transports other than this client, e.g. WebSocket).
     pub fn token(&self) -> &str {
         &self.token
     }
 
+    /// The server's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// How many requests of this session were retried after a 429.
     pub fn rate_limited_retries(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
     }

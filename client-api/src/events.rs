@@ -211,6 +211,9 @@ pub(crate) async fn send_state(
             }
         }
     }
+    if state.admin.is_shadow_banned(user.user_id.as_str()) {
+        return Ok(shadow_event_id());
+    }
     // Setting the same state again is idempotent: it returns the current event.
     if let Some(room) = state.rooms.get(room_id).await? {
         let st = room.read().await;
@@ -227,6 +230,14 @@ pub(crate) async fn send_state(
         .await?)
 }
 
+/// What a shadow-banned user's send answers: a well-formed event id for an
+/// event that was never persisted, so the send looks successful to them and
+/// reaches nobody (the admin API's shadow ban).
+fn shadow_event_id() -> OwnedEventId {
+    let id = format!("${}", engine::util::random_string(43));
+    OwnedEventId::try_from(id).unwrap_or_else(|_| ruma::owned_event_id!("$shadowbanned"))
+}
+
 /// Sends a message event for a client, idempotent per device and txn id.
 pub(crate) async fn send_message(
     state: &AppState,
@@ -240,6 +251,9 @@ pub(crate) async fn send_message(
         return Err(Error::bad_json("Event content must be an object.").into());
     }
     state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    if state.admin.is_shadow_banned(user.user_id.as_str()) {
+        return Ok(shadow_event_id());
+    }
     let draft = EventDraft::message(event_type, content);
     let scope = format!("send/{room_id}/{event_type}");
     let txn = Txn {

@@ -8,7 +8,7 @@
 
 mod account;
 mod account_data;
-mod admin;
+pub mod admin;
 mod backup;
 mod devices;
 mod directory;
@@ -19,6 +19,7 @@ mod events;
 pub mod extract;
 mod keys;
 mod profile;
+mod push;
 mod register;
 mod rooms;
 mod session;
@@ -91,5 +92,6 @@ pub fn router() -> Router<AppState> {
     let r = backup::routes(r);
     let r = admin::routes(r);
     let r = account::routes(r);
+    let r = push::routes(r);
     account_data::routes(r)
 }

@@ -87,6 +87,8 @@ async fn create_room_route(
             None => Ok(None),
         }
     };
+    let body_invites = body.invite.clone();
+    let is_direct = body.is_direct;
     let request = CreateRoom {
         room_version: body.room_version.map(|v| v.to_string()),
         preset: body.preset.map(|p| p.as_str().to_owned()),
@@ -103,7 +105,21 @@ async fn create_room_route(
                 .map(|r| r.json().get().to_owned()),
         )?,
     };
+    let remote_invites: Vec<_> = body_invites
+        .iter()
+        .filter(|u| !state.core.is_local(u.server_name()))
+        .cloned()
+        .collect();
     let room_id = state.rooms.create_room(&user, request).await?;
+    for invitee in remote_invites {
+        if let Err(e) = state
+            .fed_rooms
+            .invite(&room_id, &user, &invitee, None, is_direct)
+            .await
+        {
+            tracing::info!(%room_id, %invitee, error = %e, "remote invite at room creation failed");
+        }
+    }
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
 
@@ -113,8 +129,8 @@ async fn join_by_id_route(
 ) -> ApiResult<RumaResponse<join_room_by_id::v3::Response>> {
     let user = req.user()?.user_id.clone();
     let room_id = state
-        .rooms
-        .join(&req.body.room_id, &user, req.body.reason.clone())
+        .fed_rooms
+        .join(&req.body.room_id, &user, &[], req.body.reason.clone())
         .await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
 }
@@ -125,16 +141,23 @@ async fn join_by_id_or_alias_route(
 ) -> ApiResult<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let user = req.user()?.user_id.clone();
     let target = req.body.room_id_or_alias.as_str();
+    let mut via = req.body.via.clone();
     let room_id: OwnedRoomId = if target.starts_with('#') {
         let alias = <&RoomAliasId>::try_from(target)
             .map_err(|_| Error::invalid_param("Invalid room alias."))?;
-        state.rooms.resolve_alias(alias).await?
+        if state.core.is_local(alias.server_name()) {
+            state.rooms.resolve_alias(alias).await?
+        } else {
+            let (room_id, servers) = state.fed_rooms.resolve_remote_alias(alias).await?;
+            via.extend(servers);
+            room_id
+        }
     } else {
         parse_room_id(target)?.to_owned()
     };
     let room_id = state
-        .rooms
-        .join(&room_id, &user, req.body.reason.clone())
+        .fed_rooms
+        .join(&room_id, &user, &via, req.body.reason.clone())
         .await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
@@ -147,7 +170,7 @@ async fn leave_route(
 ) -> ApiResult<RumaResponse<leave_room::v3::Response>> {
     let user = req.user()?.user_id.clone();
     state
-        .rooms
+        .fed_rooms
         .leave(&req.body.room_id, &user, req.body.reason.clone())
         .await?;
     Ok(RumaResponse(leave_room::v3::Response::new()))
@@ -269,8 +292,8 @@ async fn invite_route(
         .filter(|u| !u.localpart().is_empty() && !u.as_str().contains(char::is_whitespace))
         .ok_or_else(|| Error::invalid_param("Invalid user id."))?;
     state
-        .rooms
-        .set_membership(room_id, &user.user_id, target, "invite", body.reason, false)
+        .fed_rooms
+        .invite(room_id, &user.user_id, target, body.reason, false)
         .await?;
     Ok(Json(json!({})))
 }

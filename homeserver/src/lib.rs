@@ -36,6 +36,8 @@ impl Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // Queued pushes stay in the database for the next start.
+        self.services.push.stop();
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
     }
 
@@ -63,6 +65,7 @@ pub fn app(services: Arc<Services>) -> Router {
         .allow_headers(Any);
     client_api::router()
         .merge(federation::router())
+        .merge(media_repo::router())
         .fallback(unrecognized)
         .method_not_allowed_fallback(unrecognized)
         .layer(middleware::from_fn(request_span))

@@ -8,6 +8,9 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod media;
+pub use media::{BlobStoreKind, Media, ThumbnailMethod, ThumbnailSize, S3};
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -25,6 +28,29 @@ pub struct Config {
     pub tls: Tls,
     pub federation: Federation,
     pub presence: Presence,
+    pub push: Push,
+    pub media: Media,
+    pub server_notices: ServerNotices,
+}
+
+/// Server notices: messages from the server to a user (admin API
+/// `send_server_notice`), delivered in a room the notices user shares with them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerNotices {
+    /// Localpart of the account notices are sent from (created on first use).
+    pub localpart: String,
+    /// Name of the room notices arrive in.
+    pub room_name: String,
+}
+
+impl Default for ServerNotices {
+    fn default() -> Self {
+        Self {
+            localpart: "server".to_owned(),
+            room_name: "Server Notices".to_owned(),
+        }
+    }
 }
 
 /// Presence: online / unavailable / offline with last activity.
@@ -45,6 +71,36 @@ impl Default for Presence {
             enabled: true,
             idle_after_ms: 5 * 60 * 1000,
             offline_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Push notifications: rule evaluation, unread counts and delivery to push
+/// gateways (`docs/push.md`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Push {
+    /// The first retry of a failed delivery waits this long; each further
+    /// retry waits twice as long, up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// A delivery still failing this long after it was queued is dropped.
+    pub give_up_after_ms: u64,
+    /// Timeout of one request to a push gateway.
+    pub gateway_timeout_ms: u64,
+    /// Large rooms are counted lazily at /sync over at most this many of the
+    /// newest unread events (their counts saturate at this number).
+    pub lazy_count_limit: usize,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Self {
+            retry_initial_ms: 1_000,
+            retry_max_ms: 10 * 60 * 1000,
+            give_up_after_ms: 24 * 60 * 60 * 1000,
+            gateway_timeout_ms: 10_000,
+            lazy_count_limit: 100,
         }
     }
 }
@@ -88,12 +144,62 @@ pub struct Tls {
     pub key_path: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Federation {
     /// Extra PEM CA certificates to trust for outbound federation, on top of the
     /// public roots (a private CA, e.g. a test network's).
     pub trusted_ca_paths: Vec<PathBuf>,
+    /// Static `server name -> "host:port"` (or `"ip:port"`) entries that bypass
+    /// discovery. The server name is still the TLS name and the `Host` header.
+    pub overrides: std::collections::BTreeMap<String, String>,
+    /// Only these servers (globs: `*`, `?`) may federate with us; empty allows all.
+    pub allow: Vec<String>,
+    /// These servers (globs) may not federate with us; checked after `allow`.
+    pub deny: Vec<String>,
+    /// Notary servers asked for a server's keys when it cannot be reached directly.
+    pub trusted_key_servers: Vec<String>,
+    /// Verify keys this server used before, published under `old_verify_keys`
+    /// (keys rotated on this database are remembered automatically).
+    pub old_verify_keys: Vec<OldVerifyKey>,
+    /// DNS servers (`ip:port`) for SRV and address lookups; empty uses the
+    /// system's resolver configuration.
+    pub dns_servers: Vec<SocketAddr>,
+    /// Timeout for one outbound federation request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Timeout for establishing an outbound connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Largest accepted inbound federation request body, in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// A verify key this server no longer signs with.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldVerifyKey {
+    /// `ed25519:<version>`.
+    pub key_id: String,
+    /// Unpadded base64 of the public key.
+    pub key: String,
+    /// When the key stopped being used, in milliseconds since the epoch.
+    pub expired_ts: u64,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            trusted_ca_paths: Vec::new(),
+            overrides: Default::default(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            trusted_key_servers: Vec::new(),
+            old_verify_keys: Vec::new(),
+            dns_servers: Vec::new(),
+            request_timeout_ms: 60_000,
+            connect_timeout_ms: 10_000,
+            max_request_bytes: 10 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -141,6 +247,8 @@ pub struct RateLimits {
     pub login: Bucket,
     pub register: Bucket,
     pub send: Bucket,
+    /// Media uploads (`/upload`, `/create`), per user.
+    pub media_upload: Bucket,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
@@ -172,8 +280,11 @@ impl Default for Config {
             logging: Logging::default(),
             passwords: Passwords::default(),
             presence: Presence::default(),
+            push: Push::default(),
             tls: Tls::default(),
             federation: Federation::default(),
+            media: Media::default(),
+            server_notices: ServerNotices::default(),
         }
     }
 }
@@ -234,6 +345,10 @@ impl Default for RateLimits {
                 per_second: 20.0,
                 burst: 100.0,
             },
+            media_upload: Bucket {
+                per_second: 1.0,
+                burst: 20.0,
+            },
         }
     }
 }
@@ -273,6 +388,7 @@ impl Config {
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             anyhow::bail!("tls.cert_path and tls.key_path must be set together");
         }
+        self.media.validate()?;
         Ok(())
     }
 }

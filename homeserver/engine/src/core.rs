@@ -26,6 +26,10 @@ pub struct Core {
     pub bus: Arc<dyn WakeBus>,
     /// Next state snapshot id.
     pub next_snapshot: AtomicI64,
+    /// Hands persisted events and read receipts to the push worker.
+    pub push_jobs: crate::push::JobQueue,
+    /// The durable per-destination queues of outgoing federation transactions.
+    pub outbound: crate::federation::sender::Outbound,
 }
 
 impl Core {

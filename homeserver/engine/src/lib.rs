@@ -6,12 +6,16 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod admin;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod events;
+pub mod federation;
 pub mod keys;
+pub mod media;
 pub mod presence;
+pub mod push;
 pub mod ratelimit;
 pub mod receipts;
 pub mod rooms;

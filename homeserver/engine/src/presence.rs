@@ -123,18 +123,26 @@ impl PresenceService {
         }
     }
 
+    /// Open sync and stream connections on this instance, for the admin
+    /// statistics.
+    pub fn open_connections(&self) -> usize {
+        self.inner.lock().connections.values().sum()
+    }
+
     /// A sync or stream connection opened. `set_presence` is the sync
     /// parameter (`online` by default).
     pub async fn connection_opened(&self, user_id: &str, set_presence: Option<&str>) {
-        if !self.enabled() {
-            return;
-        }
+        // Connections are counted even with presence off: push delivery asks
+        // whether a user has one open (`is_connected`).
         *self
             .inner
             .lock()
             .connections
             .entry(user_id.to_owned())
             .or_default() += 1;
+        if !self.enabled() {
+            return;
+        }
         let state = match set_presence.map(parse_state) {
             Some(Ok(OFFLINE)) => return,
             Some(Ok(s)) => s,
@@ -146,9 +154,6 @@ impl PresenceService {
     /// A connection closed; the user goes offline after the grace period if it
     /// was their last one.
     pub fn connection_closed(&self, user_id: &str) {
-        if !self.enabled() {
-            return;
-        }
         let last = {
             let mut inner = self.inner.lock();
             let n = inner.connections.entry(user_id.to_owned()).or_default();
@@ -159,7 +164,7 @@ impl PresenceService {
             }
             last
         };
-        if !last {
+        if !last || !self.enabled() {
             return;
         }
         let this = self.clone();
@@ -172,6 +177,12 @@ impl PresenceService {
                 this.update(&user, Some(OFFLINE), None, false).await;
             }
         });
+    }
+
+    /// Whether the user has an open sync long-poll or WebSocket stream on
+    /// this instance (push delivery skips users who do).
+    pub fn is_connected(&self, user_id: &str) -> bool {
+        self.inner.lock().connections.contains_key(user_id)
     }
 
     /// Applies a change; wakes co-members only if something visible changed.
@@ -219,15 +230,66 @@ impl PresenceService {
             }
             pos
         };
-        let wake = self.audience(user_id).await;
+        let (wake, servers) = self.audience(user_id).await;
         self.core.complete(pos, wake);
+        if !servers.is_empty() && self.is_local(user_id) {
+            let update = self.get(user_id);
+            let mut push = serde_json::json!({
+                "user_id": user_id,
+                "presence": update["presence"],
+                "currently_active": update["currently_active"],
+            });
+            if let Some(ago) = update.get("last_active_ago") {
+                push["last_active_ago"] = ago.clone();
+            }
+            if let Some(msg) = update.get("status_msg").filter(|m| !m.is_null()) {
+                push["status_msg"] = msg.clone();
+            }
+            let sent = self
+                .core
+                .outbound
+                .send_edu(
+                    servers.iter().map(String::as_str),
+                    "m.presence",
+                    serde_json::json!({"push": [push]}),
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "cannot queue a presence update for federation");
+            }
+        }
     }
 
-    /// Who should be woken by a change of `user_id`'s presence.
-    async fn audience(&self, user_id: &str) -> Vec<WakeTarget> {
+    fn is_local(&self, user_id: &str) -> bool {
+        crate::rooms::server_of(user_id) == self.core.server_name.as_str()
+    }
+
+    /// A presence update for a user of another server, from its `m.presence` EDU.
+    pub async fn set_remote(
+        &self,
+        user_id: &str,
+        state: &str,
+        status_msg: Option<String>,
+        last_active_ago: Option<u64>,
+    ) {
+        if !self.enabled() || self.is_local(user_id) {
+            return;
+        }
+        let Ok(state) = parse_state(state) else {
+            return;
+        };
+        let active = last_active_ago.is_some_and(|ago| ago < 60_000);
+        self.update(user_id, Some(state), Some(status_msg), active)
+            .await;
+    }
+
+    /// Who should be woken by a change of `user_id`'s presence, and the other
+    /// servers that share a room with them.
+    async fn audience(&self, user_id: &str) -> (Vec<WakeTarget>, Vec<String>) {
         let mut targets = vec![WakeTarget::User(user_id.to_owned())];
+        let mut servers = HashSet::new();
         let Ok(memberships) = self.core.storage.rooms.memberships_for_user(user_id).await else {
-            return targets;
+            return (targets, Vec::new());
         };
         let mut seen = HashSet::new();
         for m in memberships.into_iter().filter(|m| m.membership == "join") {
@@ -238,6 +300,7 @@ impl PresenceService {
                 continue;
             };
             let st = room.read().await;
+            servers.extend(st.remote_servers(self.core.server_name.as_str(), None));
             if st.is_large() {
                 // No presence fan-out through large rooms: their members pick it
                 // up on their next sync instead of all waking at once.
@@ -250,7 +313,7 @@ impl PresenceService {
                 }
             }
         }
-        targets
+        (targets, servers.into_iter().collect())
     }
 
     /// `m.presence` events for /sync: changes in `(since, upto]` of users for

@@ -135,12 +135,72 @@ impl ReceiptService {
         match result {
             Ok(wake) => {
                 self.core.complete(pos, wake);
+                self.federate(room_id, user_id, receipt_type, &event.pdu_json, event_id, thread_id)
+                    .await;
+                if matches!(receipt_type, READ | READ_PRIVATE) {
+                    // Either read receipt resets the notification counts it covers.
+                    self.core
+                        .push_jobs
+                        .read_receipt(user_id, room_id.as_str(), thread_id, event.stream_pos)
+                        .await;
+                }
                 Ok(())
             }
             Err(e) => {
                 self.core.complete(pos, Vec::new());
                 Err(e)
             }
+        }
+    }
+
+    /// Sends a local user's public receipt to the other servers in the room
+    /// (a delivery receipt only to the server of the event's sender).
+    async fn federate(
+        &self,
+        room_id: &RoomId,
+        user_id: &str,
+        receipt_type: &str,
+        event_json: &str,
+        event_id: &str,
+        thread_id: Option<&str>,
+    ) {
+        let own = self.core.server_name.as_str();
+        if receipt_type == READ_PRIVATE || crate::rooms::server_of(user_id) != own {
+            return;
+        }
+        let destinations: Vec<String> = if receipt_type == DELIVERY {
+            let sender = serde_json::from_str::<Value>(event_json)
+                .ok()
+                .and_then(|v| v["sender"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let server = crate::rooms::server_of(&sender);
+            if server.is_empty() || server == own {
+                return;
+            }
+            vec![server.to_owned()]
+        } else {
+            match self.rooms.get(room_id).await {
+                Ok(Some(room)) => room.read().await.remote_servers(own, None),
+                _ => return,
+            }
+        };
+        if destinations.is_empty() {
+            return;
+        }
+        let mut data = serde_json::json!({"ts": now_ms()});
+        if let Some(t) = thread_id {
+            data["thread_id"] = serde_json::json!(t);
+        }
+        let content = serde_json::json!({
+            room_id.as_str(): {receipt_type: {user_id: {"event_ids": [event_id], "data": data}}}
+        });
+        if let Err(e) = self
+            .core
+            .outbound
+            .send_edu(destinations.iter().map(String::as_str), "m.receipt", content)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot queue a receipt for federation");
         }
     }
 

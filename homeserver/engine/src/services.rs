@@ -7,10 +7,13 @@ use ruma::ServerName;
 use crate::{
     account_data::AccountDataService,
     accounts::AccountService,
+    admin::AdminService,
     config::Config,
     core::Core,
     keys::{KeyBackupService, KeysService, SigningKey},
+    media::MediaService,
     presence::PresenceService,
+    push::PushService,
     ratelimit::RateLimiter,
     receipts::ReceiptService,
     rooms::{timeline::TimelineService, RoomService},
@@ -34,6 +37,13 @@ pub struct Services {
     pub key_backup: KeyBackupService,
     pub to_device: ToDeviceService,
     pub ratelimit: RateLimiter,
+    /// Server-Server transport and keys.
+    pub federation: Arc<crate::federation::Federation>,
+    /// Rooms shared with other servers: joins, invites, transactions.
+    pub fed_rooms: Arc<crate::federation::rooms::RoomFederation>,
+    pub push: PushService,
+    pub media: MediaService,
+    pub admin: AdminService,
 }
 
 impl Services {
@@ -58,7 +68,11 @@ impl Services {
         let max_pos = max_pos.max(storage.device_lists.max_stream_pos().await?);
         let max_snapshot = storage.rooms.max_snapshot_id().await?;
         let notifier = Arc::new(Notifier::default());
+        let (push_jobs, push_receiver) = crate::push::job_queue();
+        let outbound = crate::federation::sender::Outbound::new(storage.clone(), &server_name).await?;
         let core = Arc::new(Core {
+            outbound,
+            push_jobs,
             server_name,
             key,
             storage,
@@ -74,24 +88,64 @@ impl Services {
         let receipts = ReceiptService::new(core.clone(), rooms.clone()).await?;
         let presence = PresenceService::new(core.clone(), rooms.clone());
         presence.spawn_idle_sweeper();
+        let accounts = AccountService::new(core.clone(), rooms.clone());
+        let keys = KeysService::new(core.clone());
+        let ratelimit = RateLimiter::new(config.rate_limits.clone());
+        let admin = AdminService::new(
+            core.clone(),
+            rooms.clone(),
+            accounts.clone(),
+            keys.clone(),
+            presence.clone(),
+            ratelimit.overrides(),
+        )
+        .await?;
+        let account_data = AccountDataService::new(core.clone());
+        let push = PushService::new(
+            core.clone(),
+            rooms.clone(),
+            presence.clone(),
+            account_data.clone(),
+        );
+        push.spawn(push_receiver);
+        let federation = crate::federation::Federation::new(core.clone()).await?;
+        let to_device = ToDeviceService::new(core.clone());
+        let fed_rooms = crate::federation::rooms::RoomFederation::new(
+            core.clone(),
+            rooms.clone(),
+            federation.clone(),
+            crate::federation::rooms::EduServices {
+                typing: typing.clone(),
+                receipts: receipts.clone(),
+                presence: presence.clone(),
+                to_device: to_device.clone(),
+            },
+        );
+        core.outbound.start(federation.client.clone()).await?;
         Ok(Arc::new(Self {
+            federation,
+            fed_rooms,
             timeline: TimelineService::new(core.clone(), rooms.clone()),
-            accounts: AccountService::new(core.clone(), rooms.clone()),
-            account_data: AccountDataService::new(core.clone()),
+            accounts,
+            account_data,
             sync: SyncService::new(
                 core.clone(),
                 rooms.clone(),
                 typing.clone(),
                 receipts.clone(),
                 presence.clone(),
+                push.clone(),
             ),
+            push,
             typing,
             receipts,
             presence,
-            keys: KeysService::new(core.clone()),
+            keys,
             key_backup: KeyBackupService::new(core.clone()),
-            to_device: ToDeviceService::new(core.clone()),
-            ratelimit: RateLimiter::new(config.rate_limits.clone()),
+            to_device,
+            media: MediaService::new(core.clone()).await?,
+            ratelimit,
+            admin,
             rooms,
             core,
         }))

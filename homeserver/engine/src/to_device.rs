@@ -65,12 +65,20 @@ impl ToDeviceService {
         }
         let mut out = Vec::new();
         let mut recipients = BTreeSet::new();
+        let mut remote: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>> =
+            BTreeMap::new();
         for (user_id, devices) in &messages {
             let Ok(parsed) = UserId::parse(user_id.as_str()) else {
                 return Err(Error::invalid_param(format!("Invalid user id {user_id}.")));
             };
             if !self.core.is_local(parsed.server_name()) {
-                tracing::debug!(%user_id, "to-device message for a remote user dropped: no federation");
+                // Only our own users' messages travel to other servers.
+                if self.core.is_local(sender.server_name()) {
+                    remote
+                        .entry(parsed.server_name().to_string())
+                        .or_default()
+                        .insert(user_id.clone(), devices.clone());
+                }
                 continue;
             }
             for (device_id, content) in self.resolve_devices(user_id, devices).await? {
@@ -97,6 +105,24 @@ impl ToDeviceService {
             _ => Vec::new(),
         };
         self.core.complete(pos, wake);
+        if matches!(result, Ok(true)) {
+            for (server, messages) in remote {
+                let content = serde_json::json!({
+                    "sender": sender,
+                    "type": event_type,
+                    "message_id": format!("{sender_device}:{txn_id}"),
+                    "messages": messages,
+                });
+                if let Err(e) = self
+                    .core
+                    .outbound
+                    .send_edu([server.as_str()], "m.direct_to_device", content)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot queue to-device messages for federation");
+                }
+            }
+        }
         result.map(|_| ())
     }
 

@@ -69,8 +69,38 @@ impl TypingService {
         };
         if changed {
             self.bump(room_id.as_str()).await;
+            self.federate(room_id, user_id, typing, timeout).await;
         }
         Ok(())
+    }
+
+    /// Tells the other servers in the room that a local user is typing.
+    async fn federate(&self, room_id: &RoomId, user_id: &str, typing: bool, timeout: Duration) {
+        let own = self.core.server_name.as_str();
+        if crate::rooms::server_of(user_id) != own {
+            return;
+        }
+        let destinations = match self.rooms.get(room_id).await {
+            Ok(Some(room)) => room.read().await.remote_servers(own, None),
+            _ => return,
+        };
+        if destinations.is_empty() {
+            return;
+        }
+        let content = serde_json::json!({
+            "room_id": room_id,
+            "user_id": user_id,
+            "typing": typing,
+            "timeout": timeout.min(MAX_TIMEOUT).as_millis() as u64,
+        });
+        if let Err(e) = self
+            .core
+            .outbound
+            .send_edu(destinations.iter().map(String::as_str), "m.typing", content)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot queue a typing notification for federation");
+        }
     }
 
     /// Records a change and wakes the room.

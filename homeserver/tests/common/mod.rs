@@ -19,6 +19,7 @@ use engine::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+pub mod federation;
 pub mod sync;
 
 #[allow(unused_imports)]
@@ -123,6 +124,16 @@ impl TestServer {
         if let Some(db) = self.postgres.take() {
             db.drop_database().await;
         }
+    }
+
+    /// The running server's services (its engine), for tests that need to
+    /// act as the server itself, e.g. send a signed federation request.
+    pub fn services(&self) -> std::sync::Arc<engine::services::Services> {
+        self.server
+            .as_ref()
+            .expect("server is running")
+            .services
+            .clone()
     }
 
     /// `@localpart:server_name`

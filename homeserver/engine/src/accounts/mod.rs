@@ -18,6 +18,8 @@ use crate::{
 };
 
 pub use shared_secret::SharedSecretRegistration;
+/// Hashes a password with the configured parameters (the admin API sets passwords too).
+pub(crate) use password::hash as hash_password;
 use uia::UiaSessions;
 
 /// The authenticated requester of a client request.

@@ -65,6 +65,17 @@ pub struct Built {
 }
 
 pub fn build(ctx: &BuildContext<'_>, sender: &UserId, draft: &EventDraft) -> Result<Built> {
+    let object = template(ctx, sender, draft)?;
+    sign(ctx, object)
+}
+
+/// The unsigned event: what `make_join` and `make_leave` hand to the joining
+/// server, and what [`build`] then hashes and signs.
+pub fn template(
+    ctx: &BuildContext<'_>,
+    sender: &UserId,
+    draft: &EventDraft,
+) -> Result<CanonicalJsonObject> {
     let kind = TimelineEventType::from(draft.kind.as_str());
     let content_raw = to_raw_value(&draft.content).map_err(|e| Error::bad_json(e.to_string()))?;
     let auth_types = ruma::state_res::auth_types_for_event(
@@ -109,7 +120,7 @@ pub fn build(ctx: &BuildContext<'_>, sender: &UserId, draft: &EventDraft) -> Res
             obj["content"]["redacts"] = json!(redacts);
         }
     }
-    let CanonicalJsonValue::Object(mut object) = to_canonical_value(obj)
+    let CanonicalJsonValue::Object(object) = to_canonical_value(obj)
         .map_err(|e| Error::bad_json(format!("event is not canonical JSON: {e}")))?
     else {
         return Err(Error::unknown("event did not serialise to an object"));
@@ -121,6 +132,11 @@ pub fn build(ctx: &BuildContext<'_>, sender: &UserId, draft: &EventDraft) -> Res
             "Event is larger than the 64 KiB PDU limit.",
         ));
     }
+    Ok(object)
+}
+
+/// Hashes and signs an event built here, and derives its id.
+pub fn sign(ctx: &BuildContext<'_>, mut object: CanonicalJsonObject) -> Result<Built> {
     ruma::signatures::hash_and_sign_event(
         ctx.server_name,
         &ctx.key.pair,

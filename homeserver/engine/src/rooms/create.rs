@@ -139,6 +139,7 @@ impl RoomService {
             latest_pos: 0,
             joined: Default::default(),
             invited: Default::default(),
+            servers: Default::default(),
             large_threshold: core.config.limits.large_room_members,
         };
         let mut planned = Vec::new();
@@ -262,8 +263,12 @@ impl RoomService {
             )?);
         }
 
-        // 8. Invites.
+        // 8. Invites. Users of other servers are invited over federation once
+        // the room exists (their server must countersign the invite).
         for invitee in &req.invite {
+            if super::server_of(invitee) != core.server_name.as_str() {
+                continue;
+            }
             let mut content = json!({"membership": "invite"});
             if req.is_direct {
                 content["is_direct"] = json!(true);
@@ -311,6 +316,7 @@ impl RoomService {
             latest_pos: 0,
             joined: Default::default(),
             invited: Default::default(),
+            servers: Default::default(),
             large_threshold: core.config.limits.large_room_members,
         });
         let mut live = handle.write().await;

@@ -17,6 +17,17 @@ impl RoomService {
         user: &UserId,
         reason: Option<String>,
     ) -> Result<OwnedRoomId> {
+        // Rooms blocked through the admin API refuse every join.
+        if self
+            .core
+            .storage
+            .admin
+            .room_blocked_by(room_id.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(Error::forbidden("This room has been blocked on this server."));
+        }
         let room = self
             .get(room_id)
             .await?
@@ -140,7 +151,7 @@ impl RoomService {
     }
 
     /// A member event's content with the user's profile.
-    async fn member_content(
+    pub(crate) async fn member_content(
         &self,
         user: &UserId,
         membership: &str,

@@ -7,7 +7,9 @@
 mod aliases;
 mod create;
 mod membership;
+pub mod remote;
 pub mod send;
+pub mod state_res;
 pub mod timeline;
 pub mod visibility;
 
@@ -42,6 +44,8 @@ pub struct RoomState {
     pub latest_pos: StreamPos,
     pub joined: HashSet<String>,
     pub invited: HashSet<String>,
+    /// Servers with joined members, and how many: where federation sends.
+    pub servers: HashMap<String, usize>,
     /// Above this many joined members the room is "large": one room-level
     /// wake-up instead of waking each member (`limits.large_room_members`).
     pub large_threshold: usize,
@@ -74,12 +78,38 @@ impl RoomState {
             .unwrap_or_else(|| "shared".into())
     }
 
-    fn track_membership(&mut self, user_id: &str, membership: &str) {
-        self.joined.remove(user_id);
+    /// Other servers with joined members, plus `extra` (e.g. the server of a
+    /// user whose membership an event changes).
+    pub fn remote_servers(&self, own: &str, extra: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .servers
+            .keys()
+            .filter(|s| s.as_str() != own)
+            .cloned()
+            .collect();
+        if let Some(e) = extra {
+            if e != own && !self.servers.contains_key(e) {
+                out.push(e.to_owned());
+            }
+        }
+        out
+    }
+
+    pub(crate) fn track_membership(&mut self, user_id: &str, membership: &str) {
+        let server = server_of(user_id);
+        if self.joined.remove(user_id) {
+            if let Some(n) = self.servers.get_mut(server) {
+                *n -= 1;
+                if *n == 0 {
+                    self.servers.remove(server);
+                }
+            }
+        }
         self.invited.remove(user_id);
         match membership {
             "join" => {
                 self.joined.insert(user_id.to_owned());
+                *self.servers.entry(server.to_owned()).or_default() += 1;
             }
             "invite" => {
                 self.invited.insert(user_id.to_owned());
@@ -87,6 +117,11 @@ impl RoomState {
             _ => {}
         }
     }
+}
+
+/// The server name part of a user id.
+pub fn server_of(user_id: &str) -> &str {
+    user_id.split_once(':').map(|(_, s)| s).unwrap_or("")
 }
 
 pub type RoomHandle = Arc<RwLock<RoomState>>;
@@ -190,6 +225,10 @@ impl RoomService {
             max_depth,
             snapshot: storage.rooms.current_snapshot(room_id.as_str()).await?,
             latest_pos: storage.timeline.room_max_pos(room_id.as_str()).await?,
+            servers: joined.iter().fold(HashMap::new(), |mut m, u| {
+                *m.entry(server_of(u).to_owned()).or_default() += 1;
+                m
+            }),
             joined,
             invited,
             large_threshold: self.core.config.limits.large_room_members,
@@ -201,6 +240,12 @@ impl RoomService {
         let handle = Arc::new(RwLock::new(state));
         self.cache.lock().insert(room_id, handle.clone());
         handle
+    }
+
+    /// Drops the room's in-memory state (after the admin API purged it from
+    /// storage), so the next use reloads it, or finds it gone.
+    pub fn evict(&self, room_id: &RoomId) {
+        self.cache.lock().remove(room_id);
     }
 
     /// The user's current membership in the room, if the room is known.

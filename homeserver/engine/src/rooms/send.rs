@@ -90,6 +90,22 @@ impl RoomService {
         self.persist(st, built, txn, sender).await
     }
 
+    /// Builds a local event against the room (for callers outside this module
+    /// that send it elsewhere before persisting, such as a remote invite).
+    pub fn build_for(&self, st: &RoomState, sender: &UserId, draft: &EventDraft) -> Result<Built> {
+        self.build(st, sender, draft)
+    }
+
+    /// Persists an event built and authorised by the caller.
+    pub async fn persist_built(
+        &self,
+        st: &mut RoomState,
+        built: Built,
+        sender: &UserId,
+    ) -> Result<OwnedEventId> {
+        self.persist(st, built, None, sender).await
+    }
+
     pub(crate) fn build(
         &self,
         st: &RoomState,
@@ -155,6 +171,13 @@ impl RoomService {
     ) -> Result<OwnedEventId> {
         let Built { pdu, json } = built;
         let core = &self.core;
+        // Other servers in the room (and the server of a user whose membership
+        // changes) get the event over federation once it is stored.
+        let member_server = (pdu.kind.to_string() == "m.room.member")
+            .then(|| pdu.state_key.as_deref().map(super::server_of))
+            .flatten();
+        let destinations = st.remote_servers(core.server_name.as_str(), member_server);
+        let outbound_json = (!destinations.is_empty()).then(|| json.clone());
         let pos = core.stream.allocate();
         let state_after = pdu
             .state_key
@@ -232,6 +255,17 @@ impl RoomService {
             );
         }
         core.complete(pos, wake);
+        if let Some(json) = outbound_json {
+            if let Err(e) = core
+                .outbound
+                .send_pdu(destinations.iter().map(String::as_str), &json)
+                .await
+            {
+                tracing::error!(error = %e, event_id = %event_id, "cannot queue the event for federation");
+            }
+        }
+        // Push rules run off the send path: this only queues the event.
+        core.push_jobs.event_persisted(record);
         Ok(event_id)
     }
 }

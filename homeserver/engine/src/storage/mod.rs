@@ -6,7 +6,12 @@
 //! stream position) so that a ScyllaDB backend can implement it later without
 //! cross-partition transactions.
 
+pub mod admin;
 mod e2ee;
+mod push;
+mod media;
+pub mod federation;
+mod server_keys;
 pub mod sql;
 
 use std::sync::Arc;
@@ -17,10 +22,17 @@ use crate::error::Result;
 
 // The end-to-end-encryption traits (keys, device lists, to-device, key backup)
 // and their records live in `e2ee.rs`.
+pub use media::{MediaContent, MediaRecord, MediaStore, ThumbnailRecord};
+pub use server_keys::{KeyResponseRecord, ServerKeyRecord, ServerKeyStore};
+
 pub use e2ee::{
     BackupKeyRecord, BackupVersionRecord, BackupWrite, ClaimedKey, DeviceKeysRecord,
     DeviceListStore, InboxRecord, KeyBackupStore, KeyStore, KeyUpload, KeyUploadOutcome,
     MembershipChange, OneTimeKeyRecord, SignatureRecord, ToDeviceMessage, ToDeviceStore,
+};
+// Push notifications: notifications, counts, pushers and the delivery queue.
+pub use push::{
+    CountRecord, NewNotification, NotificationRecord, PushStore, PusherRecord, QueuedPush,
 };
 
 /// A stream position: the single, monotonically increasing sequence number that
@@ -340,6 +352,12 @@ pub struct Storage {
     pub device_lists: Arc<dyn DeviceListStore>,
     pub to_device: Arc<dyn ToDeviceStore>,
     pub backup: Arc<dyn KeyBackupStore>,
+    pub push: Arc<dyn PushStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub federation: Arc<dyn federation::FederationStore>,
+    pub server_keys: Arc<dyn ServerKeyStore>,
+    /// The admin API's store (`admin.rs`).
+    pub admin: Arc<dyn admin::AdminStore>,
 }
 
 impl Storage {
@@ -355,7 +373,12 @@ impl Storage {
             keys: store.clone(),
             device_lists: store.clone(),
             to_device: store.clone(),
-            backup: store,
+            media: store.clone(),
+            federation: store.clone(),
+            server_keys: store.clone(),
+            admin: store.clone(),
+            backup: store.clone(),
+            push: store,
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::{
     error::Result,
     events::client_format::{to_client, to_stripped},
     presence::PresenceService,
+    push::{PushService, UserCounts},
     receipts::ReceiptService,
     rooms::RoomHandle,
     rooms::RoomService,
@@ -43,6 +44,7 @@ pub struct SyncService {
     typing: TypingService,
     receipts: ReceiptService,
     presence: PresenceService,
+    push: PushService,
 }
 
 /// Counts a sync as an open connection for presence while it runs.
@@ -69,6 +71,8 @@ struct Pass {
     /// Users whose current presence this response must carry even if it did
     /// not change: members of newly joined rooms, and members who just joined.
     presence_of: HashSet<String>,
+    /// The viewer's unread notification counters.
+    counts: UserCounts,
 }
 
 /// One computed response and what to wait on if it is empty.
@@ -79,7 +83,7 @@ struct Computed {
 }
 
 /// The state event types that make up an invite's stripped state.
-const STRIPPED_STATE: &[&str] = &[
+pub const STRIPPED_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -96,6 +100,7 @@ impl SyncService {
         typing: TypingService,
         receipts: ReceiptService,
         presence: PresenceService,
+        push: PushService,
     ) -> Self {
         Self {
             core,
@@ -103,6 +108,7 @@ impl SyncService {
             typing,
             receipts,
             presence,
+            push,
         }
     }
 
@@ -186,6 +192,7 @@ impl SyncService {
             large_rooms: Vec::new(),
             joined_handles: Vec::new(),
             presence_of: HashSet::new(),
+            counts: self.push.user_counts(&req.user_id).await?,
         };
 
         for m in memberships
@@ -216,11 +223,15 @@ impl SyncService {
             }
         }
 
-        let global: Vec<Value> = account_data
+        let mut global: Vec<Value> = account_data
             .iter()
             .filter(|a| a.room_id.is_none())
             .map(|a| json!({"type": a.event_type, "content": serde_json::from_str::<Value>(&a.content).unwrap_or(json!({}))}))
             .collect();
+        if since.is_none() {
+            // Clients expect their push rules in an initial sync, changed or not.
+            global.extend(self.push.default_rules_event(&req.user_id).await?);
+        }
         let mut presence = Vec::new();
         for event in self.presence.events_since(since, upto, |_| true) {
             let sender = event["sender"].as_str().unwrap_or_default();
@@ -313,23 +324,41 @@ impl SyncService {
         );
         let newly_joined = since.is_none_or(|s| m.stream_pos > s);
         let has_new = since.is_none_or(|s| latest > s);
+        let counts_changed = pass.counts.changed_since(&m.room_id, since);
         if !newly_joined
             && !has_new
             && !req.full_state
             && room_data.is_empty()
             && ephemeral.is_empty()
+            && !counts_changed
         {
             return Ok(None);
         }
+        let (unread, unread_threads) = self
+            .push
+            .unread_for_room(
+                &req.user_id,
+                &m.room_id,
+                is_large,
+                &pass.counts,
+                req.filter.unread_thread_notifications,
+                m.stream_pos,
+                upto,
+            )
+            .await?;
         if !newly_joined && !has_new && !req.full_state {
-            // Only ephemeral or account-data news: no timeline to send.
-            return Ok(Some(json!({
+            // Only ephemeral, account-data or count news: no timeline to send.
+            let mut body = json!({
                 "timeline": {"events": [], "limited": false, "prev_batch": make_token(since.unwrap_or(upto))},
                 "state": {"events": []},
                 "account_data": {"events": room_data},
                 "ephemeral": {"events": ephemeral},
-                "unread_notifications": {"notification_count": 0, "highlight_count": 0},
-            })));
+                "unread_notifications": unread,
+            });
+            if let Some(threads) = unread_threads {
+                body["unread_thread_notifications"] = threads;
+            }
+            return Ok(Some(body));
         }
 
         let lower = if newly_joined { 0 } else { since.unwrap_or(0) };
@@ -419,7 +448,7 @@ impl SyncService {
             .filter(|e| req.filter.event_allowed(e))
             .map(|e| req.filter.project(e))
             .collect();
-        Ok(Some(json!({
+        let mut body = json!({
             "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
             "state": {"events": state},
             "account_data": {"events": room_data},
@@ -429,8 +458,12 @@ impl SyncService {
                 "m.invited_member_count": invited_count,
                 "m.heroes": heroes,
             },
-            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
-        })))
+            "unread_notifications": unread,
+        });
+        if let Some(threads) = unread_threads {
+            body["unread_thread_notifications"] = threads;
+        }
+        Ok(Some(body))
     }
 
     /// Ids of state events sent in `(from, to]`.
@@ -458,6 +491,20 @@ impl SyncService {
     }
 
     async fn invited_room(&self, m: &MembershipRecord) -> Result<Value> {
+        // Invited over federation to a room not held here: the stripped state
+        // came with the invite.
+        if let Some(invite) = self
+            .core
+            .storage
+            .federation
+            .get_remote_invite(&m.room_id, &m.user_id)
+            .await?
+        {
+            if invite.event_id == m.event_id {
+                let events: Value = serde_json::from_str(&invite.stripped_state)?;
+                return Ok(json!({"invite_state": {"events": events}}));
+            }
+        }
         let mut events = Vec::new();
         if let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) {
             if let Some(room) = self.rooms.get(&room_id).await? {

@@ -17,6 +17,10 @@ pub struct Filter {
     pub not_senders: HashSet<String>,
     /// `event_fields`: dotted paths of the fields to keep in each event.
     pub event_fields: Option<Vec<String>>,
+    /// `room.timeline.unread_thread_notifications`: counts per thread in
+    /// `unread_thread_notifications`, and the main timeline's alone in
+    /// `unread_notifications`.
+    pub unread_thread_notifications: bool,
 }
 
 impl Default for Filter {
@@ -32,6 +36,7 @@ impl Default for Filter {
             senders: None,
             not_senders: HashSet::new(),
             event_fields: None,
+            unread_thread_notifications: false,
         }
     }
 }
@@ -88,6 +93,9 @@ impl Filter {
             .into_iter()
             .collect();
         f.event_fields = strings(&v["event_fields"]);
+        f.unread_thread_notifications = timeline["unread_thread_notifications"]
+            .as_bool()
+            .unwrap_or(false);
         f
     }
 

@@ -6,7 +6,7 @@ pub mod filter;
 pub mod notifier;
 pub mod stream;
 
-pub use engine::{SyncRequest, SyncService};
+pub use engine::{SyncRequest, SyncService, STRIPPED_STATE};
 
 use crate::error::{Error, Result};
 use crate::storage::StreamPos;

@@ -8,11 +8,17 @@
 
 mod account_data;
 mod accounts;
+mod admin;
 mod backup;
 mod device_lists;
+mod federation;
+mod group_commit;
 mod keys;
+mod media;
+mod push;
 mod receipts;
 mod rooms;
+mod server_keys;
 mod timeline;
 mod to_device;
 
@@ -26,12 +32,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_e2ee.sql")),
     (3, include_str!("../migrations/0003_receipts.sql")),
+    (4, include_str!("../migrations/0004_media.sql")),
+    (5, include_str!("../migrations/0005_push.sql")),
+    (6, include_str!("../migrations/0006_federation_keys.sql")),
+    (7, include_str!("../migrations/0007_federation_rooms.sql")),
+    (8, include_str!("../migrations/0008_admin.sql")),
 ];
 
 pub struct SqlStore {
     /// Serialises writes on SQLite; on PostgreSQL it is the same pool as `read`.
     write: AnyPool,
     read: AnyPool,
+    /// Persists accepted events in group-committed batches (`group_commit.rs`).
+    events: group_commit::EventWriter,
 }
 
 impl SqlStore {
@@ -53,7 +66,12 @@ impl SqlStore {
             run_migrations(&pool).await?;
             (pool.clone(), pool)
         };
-        Ok(Self { write, read })
+        let events = group_commit::EventWriter::spawn(write.clone(), is_sqlite);
+        Ok(Self {
+            write,
+            read,
+            events,
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! The event timeline, and the one transaction that persists an accepted event.
+//! The event timeline. Accepted events are written by the group-commit writer
+//! (`group_commit.rs`).
 
 use async_trait::async_trait;
 use sqlx::{any::AnyRow, Row};
@@ -29,110 +30,8 @@ fn event_from_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
 #[async_trait]
 impl TimelineStore for SqlStore {
     async fn persist_event(&self, ev: &PersistEvent) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        let (txn_device, txn_id) = match &ev.txn {
-            Some(t) => (Some(t.device_id.as_str()), Some(t.txn_id.as_str())),
-            None => (None, None),
-        };
-        sqlx::query(
-            "INSERT INTO events (stream_pos, event_id, room_id, event_type, state_key, sender, origin_server_ts, depth,
-                                 pdu_json, state_before, rejected, redacted, txn_device, txn_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $12)",
-        )
-        .bind(ev.stream_pos)
-        .bind(&ev.event_id)
-        .bind(&ev.room_id)
-        .bind(&ev.event_type)
-        .bind(&ev.state_key)
-        .bind(&ev.sender)
-        .bind(ev.origin_server_ts)
-        .bind(ev.depth)
-        .bind(&ev.pdu_json)
-        .bind(ev.state_before)
-        .bind(txn_device)
-        .bind(txn_id)
-        .execute(&mut *tx)
-        .await?;
-
-        if let Some(t) = &ev.txn {
-            sqlx::query("INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
-                .bind(&t.user_id)
-                .bind(&t.device_id)
-                .bind(&t.key)
-                .bind(&ev.event_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-
-        if let (Some(state_key), Some((snapshot, parent))) = (&ev.state_key, ev.state_after) {
-            sqlx::query(
-                "INSERT INTO state_snapshots (snapshot_id, room_id, parent_id) VALUES ($1, $2, $3)",
-            )
-            .bind(snapshot)
-            .bind(&ev.room_id)
-            .bind(if parent == 0 { None } else { Some(parent) })
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("INSERT INTO state_snapshot_entries (snapshot_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)")
-                .bind(snapshot)
-                .bind(&ev.event_type)
-                .bind(state_key)
-                .bind(&ev.event_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
-            )
-            .bind(&ev.room_id)
-            .bind(&ev.event_type)
-            .bind(state_key)
-            .bind(&ev.event_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE rooms SET current_snapshot = $1 WHERE room_id = $2")
-                .bind(snapshot)
-                .bind(&ev.room_id)
-                .execute(&mut *tx)
-                .await?;
-            if let Some(membership) = &ev.membership {
-                sqlx::query(
-                    "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
-                     ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
-                        event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
-                )
-                .bind(&ev.room_id)
-                .bind(state_key)
-                .bind(membership)
-                .bind(&ev.event_id)
-                .bind(ev.stream_pos)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-
-        if let Some((redacted_id, redacted_json)) = &ev.redaction {
-            sqlx::query("UPDATE events SET pdu_json = $1, redacted = 1 WHERE event_id = $2 AND room_id = $3")
-                .bind(redacted_json)
-                .bind(redacted_id)
-                .bind(&ev.room_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-
-        sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
-            .bind(&ev.room_id)
-            .execute(&mut *tx)
-            .await?;
-        for extremity in &ev.forward_extremities {
-            sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-                .bind(&ev.room_id)
-                .bind(extremity)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        // Batched with concurrent sends into one transaction: `group_commit.rs`.
+        self.events.write(ev.clone()).await
     }
 
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
@@ -163,7 +62,7 @@ impl TimelineStore for SqlStore {
         state_key: &str,
     ) -> Result<Vec<(StreamPos, String)>> {
         let rows = sqlx::query(
-            "SELECT stream_pos, pdu_json FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3 AND rejected = 0
+            "SELECT stream_pos, pdu_json FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3 AND rejected = 0 AND outlier = 0
              ORDER BY stream_pos ASC",
         )
         .bind(room_id)
@@ -187,11 +86,11 @@ impl TimelineStore for SqlStore {
     ) -> Result<Vec<StoredEvent>> {
         let sql = match dir {
             Direction::Forward => format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND outlier = 0
                  ORDER BY stream_pos ASC LIMIT $4"
             ),
             Direction::Backward => format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_pos <= $2 AND stream_pos > $3
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_pos <= $2 AND stream_pos > $3 AND outlier = 0
                  ORDER BY stream_pos DESC LIMIT $4"
             ),
         };
@@ -207,7 +106,7 @@ impl TimelineStore for SqlStore {
 
     async fn room_max_pos(&self, room_id: &str) -> Result<StreamPos> {
         let row =
-            sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM events WHERE room_id = $1")
+            sqlx::query("SELECT COALESCE(MAX(stream_pos), 0) AS m FROM events WHERE room_id = $1 AND outlier = 0")
                 .bind(room_id)
                 .fetch_one(&self.read)
                 .await?;

@@ -1,0 +1,160 @@
+//! Joining, leaving and inviting over federation: `make_join`/`send_join`,
+//! `make_leave`/`send_leave` and `invite` (v2). Version 1 of `send_join` and
+//! `send_leave` answers in the old `[200, body]` array shape.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    routing::{get, put},
+    Json, Router,
+};
+use engine::services::Services;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde_json::{json, Value};
+
+use crate::{
+    auth::{FedRequest, Origin},
+    error::FedResult,
+};
+
+type AppState = Arc<Services>;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+            get(make_join),
+        )
+        .route(
+            "/_matrix/federation/v1/make_leave/{room_id}/{user_id}",
+            get(make_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{room_id}/{event_id}",
+            put(send_join_v2),
+        )
+        .route(
+            "/_matrix/federation/v1/send_join/{room_id}/{event_id}",
+            put(send_join_v1),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
+            put(send_leave_v2),
+        )
+        .route(
+            "/_matrix/federation/v1/send_leave/{room_id}/{event_id}",
+            put(send_leave_v1),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+            put(invite_v2),
+        )
+}
+
+/// The `ver` parameters of a query string (repeated, so not serde's job).
+fn versions(query: Option<&str>) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == "ver")
+        .map(|(_, v)| v.to_owned())
+        .collect()
+}
+
+async fn make_join(
+    State(state): State<AppState>,
+    Path((room_id, user_id)): Path<(OwnedRoomId, OwnedUserId)>,
+    RawQuery(query): RawQuery,
+    Origin(origin): Origin,
+) -> FedResult<Json<Value>> {
+    let mut vers = versions(query.as_deref());
+    if vers.is_empty() {
+        // No `ver` means the joining server only knows room version 1.
+        vers.push("1".into());
+    }
+    Ok(Json(
+        state
+            .fed_rooms
+            .make_membership(&origin, &room_id, &user_id, "join", &vers)
+            .await?,
+    ))
+}
+
+async fn make_leave(
+    State(state): State<AppState>,
+    Path((room_id, user_id)): Path<(OwnedRoomId, OwnedUserId)>,
+    Origin(origin): Origin,
+) -> FedResult<Json<Value>> {
+    Ok(Json(
+        state
+            .fed_rooms
+            .make_membership(&origin, &room_id, &user_id, "leave", &[])
+            .await?,
+    ))
+}
+
+async fn send_membership(
+    state: &AppState,
+    req: &FedRequest,
+    room_id: &OwnedRoomId,
+    event_id: &OwnedEventId,
+    membership: &str,
+) -> FedResult<Value> {
+    Ok(state
+        .fed_rooms
+        .send_membership(&req.origin, room_id, event_id, membership, &req.body)
+        .await?)
+}
+
+async fn send_join_v2(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    req: FedRequest,
+) -> FedResult<Json<Value>> {
+    Ok(Json(
+        send_membership(&state, &req, &room_id, &event_id, "join").await?,
+    ))
+}
+
+async fn send_join_v1(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    req: FedRequest,
+) -> FedResult<Json<Value>> {
+    let body = send_membership(&state, &req, &room_id, &event_id, "join").await?;
+    Ok(Json(json!([200, body])))
+}
+
+async fn send_leave_v2(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    req: FedRequest,
+) -> FedResult<Json<Value>> {
+    Ok(Json(
+        send_membership(&state, &req, &room_id, &event_id, "leave").await?,
+    ))
+}
+
+async fn send_leave_v1(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    req: FedRequest,
+) -> FedResult<Json<Value>> {
+    let body = send_membership(&state, &req, &room_id, &event_id, "leave").await?;
+    Ok(Json(json!([200, body])))
+}
+
+async fn invite_v2(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    req: FedRequest,
+) -> FedResult<Json<Value>> {
+    Ok(Json(
+        state
+            .fed_rooms
+            .receive_invite(&req.origin, &room_id, &event_id, &req.body)
+            .await?,
+    ))
+}
