@@ -37,9 +37,7 @@ pub fn default_path() -> Result<PathBuf> {
 /// Reads the file; a missing file is an empty login.
 pub fn load(path: &Path) -> Result<Stored> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            toml::from_str(&text).with_context(|| format!("reading {}", path.display()))
-        }
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -124,7 +122,10 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let target = resolve(None, Some("flag".into()), &path).unwrap();
-        assert_eq!((target.server.as_str(), target.token.as_str()), ("http://hs", "flag"));
+        assert_eq!(
+            (target.server.as_str(), target.token.as_str()),
+            ("http://hs", "flag")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

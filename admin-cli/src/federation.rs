@@ -11,7 +11,9 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum Federation {
     /// List destinations with their last failure, backoff and queue.
-    #[command(after_help = "Examples:\n  admin-cli federation destinations\n  admin-cli federation destinations --order-by failure_ts --dir b")]
+    #[command(
+        after_help = "Examples:\n  admin-cli federation destinations\n  admin-cli federation destinations --order-by failure_ts --dir b"
+    )]
     Destinations {
         /// destination, retry_interval or failure_ts.
         #[arg(long)]
@@ -34,7 +36,12 @@ pub enum Federation {
 pub async fn run(cmd: Federation, api: &Api, out: Output) -> Result<()> {
     let base = format!("{V1}/federation/destinations");
     match cmd {
-        Federation::Destinations { order_by, dir, limit, from } => {
+        Federation::Destinations {
+            order_by,
+            dir,
+            limit,
+            from,
+        } => {
             let mut q = format!("limit={limit}");
             for (k, v) in [("order_by", order_by), ("dir", dir), ("from", from)] {
                 if let Some(v) = v {
@@ -44,7 +51,10 @@ pub async fn run(cmd: Federation, api: &Api, out: Output) -> Result<()> {
             let list = api.get(&format!("{base}?{q}")).await?;
             out.show(&list, |l| {
                 table(
-                    l["destinations"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                    l["destinations"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
                     &[
                         ("destination", "destination"),
                         ("queued", "queued"),
@@ -57,7 +67,10 @@ pub async fn run(cmd: Federation, api: &Api, out: Output) -> Result<()> {
             });
         }
         Federation::Show { destination } => {
-            out.show(&api.get(&format!("{base}/{}", enc(&destination))).await?, fields);
+            out.show(
+                &api.get(&format!("{base}/{}", enc(&destination))).await?,
+                fields,
+            );
         }
         Federation::Retry { destination } => {
             let done = api
@@ -66,7 +79,9 @@ pub async fn run(cmd: Federation, api: &Api, out: Output) -> Result<()> {
                     &serde_json::json!({}),
                 )
                 .await?;
-            out.show(&done, |_| println!("{destination}: backoff cleared, retrying"));
+            out.show(&done, |_| {
+                println!("{destination}: backoff cleared, retrying")
+            });
         }
     }
     Ok(())

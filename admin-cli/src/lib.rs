@@ -6,7 +6,7 @@
 //!
 //! Command groups, each mirroring an area of the admin API:
 //! - [`login`]: sign in and store the server URL and token ([`config`]);
-//! - [`users`], [`rooms`], [`tokens`] (registration tokens), [`federation`],
+//! - [`users`], [`rooms`], [`media`], [`tokens`] (registration tokens), [`federation`],
 //!   [`server`];
 //! - [`register`]: Synapse-compatible shared-secret registration
 //!   (`/_synapse/admin/v1/register`).
@@ -18,6 +18,7 @@ pub mod config;
 pub mod federation;
 pub mod http;
 pub mod login;
+pub mod media;
 pub mod output;
 pub mod register;
 pub mod rooms;

@@ -13,7 +13,9 @@ use crate::{
 };
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  admin-cli login --server https://matrix.example.org --user admin\n  ADMIN_CLI_PASSWORD=... admin-cli login --server https://matrix.example.org --user admin\n  admin-cli login --server https://matrix.example.org --token syt_...   # keep a token you have")]
+#[command(
+    after_help = "Examples:\n  admin-cli login --server https://matrix.example.org --user admin\n  ADMIN_CLI_PASSWORD=... admin-cli login --server https://matrix.example.org --user admin\n  admin-cli login --server https://matrix.example.org --token syt_...   # keep a token you have"
+)]
 pub struct Args {
     /// Admin user (localpart or full id). Omit with --token.
     #[arg(long, required_unless_present = "token")]

@@ -10,10 +10,8 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use admin_cli::{
-    api::Api,
-    config, federation, http::MatrixError, login,
-    output::Output,
-    register, rooms, server, tokens, users,
+    api::Api, config, federation, http::MatrixError, login, media, output::Output, register, rooms,
+    server, tokens, users,
 };
 
 const ABOUT: &str = "Administer a Matrix homeserver through its admin API.";
@@ -76,6 +74,9 @@ enum Command {
     /// Rooms: list, show, members, state, block, shutdown, purge history.
     #[command(subcommand)]
     Rooms(rooms::Rooms),
+    /// Media: a user's uploads, quarantine.
+    #[command(subcommand)]
+    Media(media::Media),
     /// Registration tokens: create, list, show, update, delete.
     #[command(subcommand)]
     Tokens(tokens::Tokens),
@@ -88,7 +89,9 @@ enum Command {
     /// Register a user with the registration shared secret (no admin token needed).
     Register(register::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
-    #[command(after_help = "Example:\n  admin-cli completions bash > ~/.local/share/bash-completion/completions/admin-cli")]
+    #[command(
+        after_help = "Example:\n  admin-cli completions bash > ~/.local/share/bash-completion/completions/admin-cli"
+    )]
     Completions { shell: clap_complete::Shell },
 }
 
@@ -106,17 +109,31 @@ async fn run(cli: Cli) -> Result<()> {
         Some(p) => p,
         None => config::default_path()?,
     };
-    let api = || -> Result<Api> { Api::new(config::resolve(cli.server.clone(), cli.token.clone(), &path)?) };
+    let api = || -> Result<Api> {
+        Api::new(config::resolve(
+            cli.server.clone(),
+            cli.token.clone(),
+            &path,
+        )?)
+    };
     match cli.command {
-        Command::Login(args) => login::run(args, cli.server.clone(), cli.token.clone(), &path).await,
+        Command::Login(args) => {
+            login::run(args, cli.server.clone(), cli.token.clone(), &path).await
+        }
         Command::Users(cmd) => users::run(cmd, &api()?, out).await,
         Command::Rooms(cmd) => rooms::run(cmd, &api()?, out).await,
+        Command::Media(cmd) => media::run(cmd, &api()?, out).await,
         Command::Tokens(cmd) => tokens::run(cmd, &api()?, out).await,
         Command::Federation(cmd) => federation::run(cmd, &api()?, out).await,
         Command::Server(cmd) => server::run(cmd, &api()?, out).await,
         Command::Register(args) => register::run(args).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "admin-cli", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "admin-cli",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
     }

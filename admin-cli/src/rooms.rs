@@ -15,7 +15,9 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum Rooms {
     /// List rooms with their member counts.
-    #[command(after_help = "Examples:\n  admin-cli rooms list\n  admin-cli rooms list --order-by joined_members --limit 10\n  admin-cli rooms list --search general")]
+    #[command(
+        after_help = "Examples:\n  admin-cli rooms list\n  admin-cli rooms list --order-by joined_members --limit 10\n  admin-cli rooms list --search general"
+    )]
     List {
         /// Only rooms whose name, alias or id contains this.
         #[arg(long)]
@@ -47,7 +49,9 @@ pub enum Rooms {
     Unblock { room: String },
     /// Shut a room down: every local member leaves (into a notice room if
     /// --notice-user is given), then the room is purged unless --no-purge.
-    #[command(after_help = "Example:\n  admin-cli rooms shutdown '!abc:example.org' --notice-user @admin:example.org \\\n      --message 'This room broke the rules.' --block --yes")]
+    #[command(
+        after_help = "Example:\n  admin-cli rooms shutdown '!abc:example.org' --notice-user @admin:example.org \\\n      --message 'This room broke the rules.' --block --yes"
+    )]
     Shutdown {
         room: String,
         /// Creates a notice room and moves the members there.
@@ -68,7 +72,9 @@ pub enum Rooms {
         force_purge: bool,
     },
     /// Delete a room's messages older than a point, keeping its state.
-    #[command(after_help = "Examples:\n  admin-cli rooms purge-history '!abc:example.org' --older-than-days 90 --yes\n  admin-cli rooms purge-history '!abc:example.org' --before-event '$ev' --include-local")]
+    #[command(
+        after_help = "Examples:\n  admin-cli rooms purge-history '!abc:example.org' --older-than-days 90 --yes\n  admin-cli rooms purge-history '!abc:example.org' --before-event '$ev' --include-local"
+    )]
     PurgeHistory {
         room: String,
         /// Delete events before this one.
@@ -97,19 +103,32 @@ const ROOM_COLUMNS: &[(&str, &str)] = &[
 
 pub async fn run(cmd: Rooms, api: &Api, out: Output) -> Result<()> {
     match cmd {
-        Rooms::List { search, order_by, dir, limit, from } => {
+        Rooms::List {
+            search,
+            order_by,
+            dir,
+            limit,
+            from,
+        } => {
             let mut q = format!("limit={limit}");
             if let Some(f) = from {
                 q.push_str(&format!("&from={f}"));
             }
-            for (k, v) in [("search_term", search), ("order_by", order_by), ("dir", dir)] {
+            for (k, v) in [
+                ("search_term", search),
+                ("order_by", order_by),
+                ("dir", dir),
+            ] {
                 if let Some(v) = v {
                     q.push_str(&format!("&{k}={}", enc(&v)));
                 }
             }
             let page = api.get(&format!("{V1}/rooms?{q}")).await?;
             out.show(&page, |p| {
-                table(p["rooms"].as_array().map(Vec::as_slice).unwrap_or(&[]), ROOM_COLUMNS);
+                table(
+                    p["rooms"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                    ROOM_COLUMNS,
+                );
                 println!("\n{} rooms in total", p["total_rooms"]);
                 if let Some(next) = p["next_batch"].as_i64() {
                     println!("next page: --from {next}");
@@ -117,10 +136,15 @@ pub async fn run(cmd: Rooms, api: &Api, out: Output) -> Result<()> {
             });
         }
         Rooms::Show { room } => {
-            out.show(&api.get(&format!("{V1}/rooms/{}", enc(&room))).await?, fields);
+            out.show(
+                &api.get(&format!("{V1}/rooms/{}", enc(&room))).await?,
+                fields,
+            );
         }
         Rooms::Members { room } => {
-            let members = api.get(&format!("{V1}/rooms/{}/members", enc(&room))).await?;
+            let members = api
+                .get(&format!("{V1}/rooms/{}/members", enc(&room)))
+                .await?;
             out.show(&members, |m| {
                 for u in m["members"].as_array().into_iter().flatten() {
                     println!("{}", cell(u));
@@ -140,14 +164,32 @@ pub async fn run(cmd: Rooms, api: &Api, out: Output) -> Result<()> {
                                "sender": e["sender"], "content": e["content"].to_string()})
                     })
                     .collect();
-                table(&rows, &[("type", "type"), ("state key", "state_key"), ("sender", "sender"), ("content", "content")]);
+                table(
+                    &rows,
+                    &[
+                        ("type", "type"),
+                        ("state key", "state_key"),
+                        ("sender", "sender"),
+                        ("content", "content"),
+                    ],
+                );
             });
         }
         Rooms::Block { room } => set_block(api, out, &room, true).await?,
         Rooms::Unblock { room } => set_block(api, out, &room, false).await?,
-        Rooms::Shutdown { room, notice_user, room_name, message, block, no_purge, force_purge } => {
-            out.confirm(&format!("This will remove every local member from {room}{}",
-                if no_purge { "" } else { " and delete its data" }))?;
+        Rooms::Shutdown {
+            room,
+            notice_user,
+            room_name,
+            message,
+            block,
+            no_purge,
+            force_purge,
+        } => {
+            out.confirm(&format!(
+                "This will remove every local member from {room}{}",
+                if no_purge { "" } else { " and delete its data" }
+            ))?;
             let notice_user = match notice_user {
                 Some(u) => Some(api.user_id(&u).await?),
                 None => None,
@@ -156,8 +198,13 @@ pub async fn run(cmd: Rooms, api: &Api, out: Output) -> Result<()> {
                 "new_room_user_id": notice_user, "room_name": room_name, "message": message,
                 "block": block, "purge": !no_purge, "force_purge": force_purge,
             });
-            let started = api.delete(&format!("{V2}/rooms/{}", enc(&room)), Some(&body)).await?;
-            let delete_id = started["delete_id"].as_str().context("no delete_id in the answer")?.to_owned();
+            let started = api
+                .delete(&format!("{V2}/rooms/{}", enc(&room)), Some(&body))
+                .await?;
+            let delete_id = started["delete_id"]
+                .as_str()
+                .context("no delete_id in the answer")?
+                .to_owned();
             let status = wait_for_deletion(api, &delete_id).await?;
             if status["status"] == "failed" {
                 bail!("shutting down {room} failed: {}", cell(&status["error"]));
@@ -171,7 +218,13 @@ pub async fn run(cmd: Rooms, api: &Api, out: Output) -> Result<()> {
                 println!("notice room: {}", cell(&r["new_room_id"]));
             });
         }
-        Rooms::PurgeHistory { room, before_event, before_ts, older_than_days, include_local } => {
+        Rooms::PurgeHistory {
+            room,
+            before_event,
+            before_ts,
+            older_than_days,
+            include_local,
+        } => {
             let ts = match (before_ts, older_than_days) {
                 (Some(ts), _) => Some(ts),
                 (None, Some(days)) => Some(now_ms() - i64::from(days) * 86_400_000),
@@ -188,11 +241,21 @@ pub async fn run(cmd: Rooms, api: &Api, out: Output) -> Result<()> {
             if let Some(ts) = ts {
                 body["purge_up_to_ts"] = json!(ts);
             }
-            let started = api.post(&format!("{V1}/purge_history/{}", enc(&room)), &body).await?;
-            let id = started["purge_id"].as_str().context("no purge_id in the answer")?;
-            let status = api.get(&format!("{V1}/purge_history_status/{}", enc(id))).await?;
+            let started = api
+                .post(&format!("{V1}/purge_history/{}", enc(&room)), &body)
+                .await?;
+            let id = started["purge_id"]
+                .as_str()
+                .context("no purge_id in the answer")?;
+            let status = api
+                .get(&format!("{V1}/purge_history_status/{}", enc(id)))
+                .await?;
             out.show(&status, |s| {
-                println!("purge {id}: {} ({} events deleted)", cell(&s["status"]), cell(&s["deleted_events"]))
+                println!(
+                    "purge {id}: {} ({} events deleted)",
+                    cell(&s["status"]),
+                    cell(&s["deleted_events"])
+                )
             });
         }
     }
@@ -201,7 +264,10 @@ pub async fn run(cmd: Rooms, api: &Api, out: Output) -> Result<()> {
 
 async fn set_block(api: &Api, out: Output, room: &str, block: bool) -> Result<()> {
     let done = api
-        .put(&format!("{V1}/rooms/{}/block", enc(room)), &json!({"block": block}))
+        .put(
+            &format!("{V1}/rooms/{}/block", enc(room)),
+            &json!({"block": block}),
+        )
         .await?;
     let state = if block { "blocked" } else { "unblocked" };
     out.show(&done, |_| println!("{room} {state}"));

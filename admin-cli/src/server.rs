@@ -17,7 +17,9 @@ pub enum Server {
     #[command(after_help = "Example:\n  admin-cli server stats --json | jq .events_today")]
     Stats,
     /// Send a message from the server to a user (a server notice).
-    #[command(after_help = "Example:\n  admin-cli server notice @alice:example.org 'Maintenance tonight at 02:00 UTC.'")]
+    #[command(
+        after_help = "Example:\n  admin-cli server notice @alice:example.org 'Maintenance tonight at 02:00 UTC.'"
+    )]
     Notice { user: String, message: String },
 }
 
@@ -36,15 +38,22 @@ pub async fn run(cmd: Server, api: &Api, out: Output) -> Result<()> {
                 }
                 fields(&flat);
                 for q in s["federation_queues"].as_array().into_iter().flatten() {
-                    println!("queue to {}: {}", cell(&q["destination"]), cell(&q["queued"]));
+                    println!(
+                        "queue to {}: {}",
+                        cell(&q["destination"]),
+                        cell(&q["queued"])
+                    );
                 }
             });
         }
         Server::Notice { user, message } => {
             let user_id = api.user_id(&user).await?;
-            let body = json!({"user_id": user_id, "content": {"msgtype": "m.text", "body": message}});
+            let body =
+                json!({"user_id": user_id, "content": {"msgtype": "m.text", "body": message}});
             let sent = api.post(&format!("{V1}/send_server_notice"), &body).await?;
-            out.show(&sent, |s| println!("notice sent to {user_id}: {}", cell(&s["event_id"])));
+            out.show(&sent, |s| {
+                println!("notice sent to {user_id}: {}", cell(&s["event_id"]))
+            });
         }
     }
     Ok(())

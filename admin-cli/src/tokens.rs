@@ -12,11 +12,14 @@ use crate::{
 
 #[derive(Debug, Subcommand)]
 pub enum Tokens {
-    /// Create a token; without --token a random one is generated.
-    #[command(after_help = "Examples:\n  admin-cli tokens create --uses 5\n  admin-cli tokens create --token spring-2026 --expires-in-days 30")]
+    /// Create a token; without TOKEN a random one is generated.
+    #[command(
+        after_help = "Examples:\n  admin-cli tokens create --uses 5\n  admin-cli tokens create spring-2026 --expires-in-days 30"
+    )]
     Create {
-        #[arg(long)]
-        token: Option<String>,
+        /// The token itself (1-64 of A-Z a-z 0-9 . _ ~ -).
+        #[arg(value_name = "TOKEN")]
+        name: Option<String>,
         /// How many registrations it allows (unlimited by default).
         #[arg(long)]
         uses: Option<i64>,
@@ -40,11 +43,17 @@ pub enum Tokens {
         invalid: bool,
     },
     /// Show one token.
-    Show { token: String },
+    Show {
+        #[arg(value_name = "TOKEN")]
+        name: String,
+    },
     /// Change a token's use limit or expiry.
-    #[command(after_help = "Examples:\n  admin-cli tokens update spring-2026 --uses 10\n  admin-cli tokens update spring-2026 --unlimited --no-expiry")]
+    #[command(
+        after_help = "Examples:\n  admin-cli tokens update spring-2026 --uses 10\n  admin-cli tokens update spring-2026 --unlimited --no-expiry"
+    )]
     Update {
-        token: String,
+        #[arg(value_name = "TOKEN")]
+        name: String,
         #[arg(long, conflicts_with = "unlimited")]
         uses: Option<i64>,
         /// Remove the use limit.
@@ -58,7 +67,10 @@ pub enum Tokens {
     },
     /// Delete a token.
     #[command(after_help = "Example:\n  admin-cli tokens delete spring-2026 --yes")]
-    Delete { token: String },
+    Delete {
+        #[arg(value_name = "TOKEN")]
+        name: String,
+    },
 }
 
 const COLUMNS: &[(&str, &str)] = &[
@@ -72,12 +84,17 @@ const COLUMNS: &[(&str, &str)] = &[
 pub async fn run(cmd: Tokens, api: &Api, out: Output) -> Result<()> {
     let base = format!("{V1}/registration_tokens");
     match cmd {
-        Tokens::Create { token, uses, expires_in_days, expiry_ms, length } => {
-            let expiry = expiry_ms.or_else(|| {
-                expires_in_days.map(|d| now_ms() + i64::from(d) * 86_400_000)
-            });
+        Tokens::Create {
+            name,
+            uses,
+            expires_in_days,
+            expiry_ms,
+            length,
+        } => {
+            let expiry =
+                expiry_ms.or_else(|| expires_in_days.map(|d| now_ms() + i64::from(d) * 86_400_000));
             let mut body = json!({"uses_allowed": uses, "expiry_time": expiry});
-            if let Some(t) = token {
+            if let Some(t) = name {
                 body["token"] = json!(t);
             }
             if let Some(l) = length {
@@ -95,13 +112,25 @@ pub async fn run(cmd: Tokens, api: &Api, out: Output) -> Result<()> {
             };
             let list = api.get(&format!("{base}{q}")).await?;
             out.show(&list, |l| {
-                table(l["registration_tokens"].as_array().map(Vec::as_slice).unwrap_or(&[]), COLUMNS)
+                table(
+                    l["registration_tokens"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
+                    COLUMNS,
+                )
             });
         }
-        Tokens::Show { token } => {
+        Tokens::Show { name: token } => {
             out.show(&api.get(&format!("{base}/{}", enc(&token))).await?, fields);
         }
-        Tokens::Update { token, uses, unlimited, expiry_ms, no_expiry } => {
+        Tokens::Update {
+            name: token,
+            uses,
+            unlimited,
+            expiry_ms,
+            no_expiry,
+        } => {
             let mut body = json!({});
             if unlimited {
                 body["uses_allowed"] = Value::Null;
@@ -113,9 +142,12 @@ pub async fn run(cmd: Tokens, api: &Api, out: Output) -> Result<()> {
             } else if let Some(e) = expiry_ms {
                 body["expiry_time"] = json!(e);
             }
-            out.show(&api.put(&format!("{base}/{}", enc(&token)), &body).await?, fields);
+            out.show(
+                &api.put(&format!("{base}/{}", enc(&token)), &body).await?,
+                fields,
+            );
         }
-        Tokens::Delete { token } => {
+        Tokens::Delete { name: token } => {
             out.confirm(&format!("This will delete registration token {token}"))?;
             let done = api.delete(&format!("{base}/{}", enc(&token)), None).await?;
             out.show(&done, |_| println!("token {token} deleted"));

@@ -14,7 +14,9 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum Users {
     /// List accounts, 100 per page by default.
-    #[command(after_help = "Examples:\n  admin-cli users list\n  admin-cli users list --name ali --deactivated\n  admin-cli users list --order-by creation_ts --dir b --limit 20")]
+    #[command(
+        after_help = "Examples:\n  admin-cli users list\n  admin-cli users list --name ali --deactivated\n  admin-cli users list --order-by creation_ts --dir b --limit 20"
+    )]
     List {
         /// Only users whose id or display name contains this.
         #[arg(long)]
@@ -41,7 +43,9 @@ pub enum Users {
     #[command(after_help = "Example:\n  admin-cli users show @alice:example.org")]
     Show { user: String },
     /// Create an account.
-    #[command(after_help = "Example:\n  admin-cli users create alice --password 's3cret' --displayname Alice")]
+    #[command(
+        after_help = "Example:\n  admin-cli users create alice --password 's3cret' --displayname Alice"
+    )]
     Create {
         user: String,
         /// Without one the account cannot log in with a password.
@@ -54,7 +58,9 @@ pub enum Users {
         admin: bool,
     },
     /// Change an account's password, display name, avatar or admin flag.
-    #[command(after_help = "Examples:\n  admin-cli users modify alice --displayname 'Alice A.'\n  admin-cli users modify alice --admin true")]
+    #[command(
+        after_help = "Examples:\n  admin-cli users modify alice --displayname 'Alice A.'\n  admin-cli users modify alice --admin true"
+    )]
     Modify {
         user: String,
         #[arg(long, env = "ADMIN_CLI_NEW_PASSWORD", hide_env_values = true)]
@@ -70,7 +76,9 @@ pub enum Users {
         keep_sessions: bool,
     },
     /// Deactivate an account: it leaves every room and every session ends.
-    #[command(after_help = "Example:\n  admin-cli users deactivate @spammer:example.org --erase --yes")]
+    #[command(
+        after_help = "Example:\n  admin-cli users deactivate @spammer:example.org --erase --yes"
+    )]
     Deactivate {
         user: String,
         /// Also remove the display name and avatar and mark the user erased.
@@ -78,7 +86,9 @@ pub enum Users {
         erase: bool,
     },
     /// Set a new password and (by default) log every session out.
-    #[command(after_help = "Example:\n  admin-cli users reset-password alice --password 'n3w-s3cret'")]
+    #[command(
+        after_help = "Example:\n  admin-cli users reset-password alice --password 'n3w-s3cret'"
+    )]
     ResetPassword {
         user: String,
         #[arg(long, env = "ADMIN_CLI_NEW_PASSWORD", hide_env_values = true)]
@@ -96,7 +106,9 @@ pub enum Users {
     #[command(after_help = "Example:\n  admin-cli users logout alice --yes")]
     Logout { user: String },
     /// Shadow-ban: the user's messages seem sent to them but reach nobody.
-    #[command(after_help = "Examples:\n  admin-cli users shadow-ban @troll:example.org\n  admin-cli users shadow-ban @troll:example.org --off")]
+    #[command(
+        after_help = "Examples:\n  admin-cli users shadow-ban @troll:example.org\n  admin-cli users shadow-ban @troll:example.org --off"
+    )]
     ShadowBan {
         user: String,
         /// Lift the shadow ban.
@@ -104,7 +116,9 @@ pub enum Users {
         off: bool,
     },
     /// Show, set or clear an account's message rate-limit override.
-    #[command(after_help = "Examples:\n  admin-cli users ratelimit bot                       # show\n  admin-cli users ratelimit bot --messages-per-second 0 --burst 0   # unlimited\n  admin-cli users ratelimit bot --clear")]
+    #[command(
+        after_help = "Examples:\n  admin-cli users ratelimit bot                       # show\n  admin-cli users ratelimit bot --messages-per-second 0 --burst 0   # unlimited\n  admin-cli users ratelimit bot --clear"
+    )]
     Ratelimit {
         user: String,
         #[arg(long, requires = "burst")]
@@ -131,20 +145,40 @@ const USER_COLUMNS: &[(&str, &str)] = &[
 
 pub async fn run(cmd: Users, api: &Api, out: Output) -> Result<()> {
     match cmd {
-        Users::List { name, deactivated, admins, limit, from, order_by, dir } => {
+        Users::List {
+            name,
+            deactivated,
+            admins,
+            limit,
+            from,
+            order_by,
+            dir,
+        } => {
             let mut q = format!("limit={limit}&deactivated={deactivated}");
             if admins {
                 q.push_str("&admins=true");
             }
-            for (k, v) in [("name", name), ("from", from), ("order_by", order_by), ("dir", dir)] {
+            for (k, v) in [
+                ("name", name),
+                ("from", from),
+                ("order_by", order_by),
+                ("dir", dir),
+            ] {
                 if let Some(v) = v {
                     q.push_str(&format!("&{k}={}", enc(&v)));
                 }
             }
             let page = api.get(&format!("{V2}/users?{q}")).await?;
             out.show(&page, |p| {
-                table(p["users"].as_array().map(Vec::as_slice).unwrap_or(&[]), USER_COLUMNS);
-                println!("\n{} of {} users", p["users"].as_array().map_or(0, Vec::len), p["total"]);
+                table(
+                    p["users"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                    USER_COLUMNS,
+                );
+                println!(
+                    "\n{} of {} users",
+                    p["users"].as_array().map_or(0, Vec::len),
+                    p["total"]
+                );
                 if let Some(next) = p["next_token"].as_str() {
                     println!("next page: --from {next}");
                 }
@@ -152,9 +186,17 @@ pub async fn run(cmd: Users, api: &Api, out: Output) -> Result<()> {
         }
         Users::Show { user } => {
             let id = api.user_id(&user).await?;
-            out.show(&api.get(&format!("{V2}/users/{}", enc(&id))).await?, user_fields);
+            out.show(
+                &api.get(&format!("{V2}/users/{}", enc(&id))).await?,
+                user_fields,
+            );
         }
-        Users::Create { user, password, displayname, admin } => {
+        Users::Create {
+            user,
+            password,
+            displayname,
+            admin,
+        } => {
             let id = api.user_id(&user).await?;
             let path = format!("{V2}/users/{}", enc(&id));
             if api.get(&path).await.is_ok() {
@@ -169,13 +211,24 @@ pub async fn run(cmd: Users, api: &Api, out: Output) -> Result<()> {
             }
             out.show(&api.put(&path, &body).await?, user_fields);
         }
-        Users::Modify { user, password, displayname, avatar_url, admin, keep_sessions } => {
+        Users::Modify {
+            user,
+            password,
+            displayname,
+            avatar_url,
+            admin,
+            keep_sessions,
+        } => {
             let id = api.user_id(&user).await?;
             let path = format!("{V2}/users/{}", enc(&id));
             // Modify never creates: the account must exist.
             api.get(&path).await?;
             let mut body = json!({"logout_devices": !keep_sessions});
-            for (k, v) in [("password", password), ("displayname", displayname), ("avatar_url", avatar_url)] {
+            for (k, v) in [
+                ("password", password),
+                ("displayname", displayname),
+                ("avatar_url", avatar_url),
+            ] {
                 if let Some(v) = v {
                     body[k] = json!(v);
                 }
@@ -187,17 +240,30 @@ pub async fn run(cmd: Users, api: &Api, out: Output) -> Result<()> {
         }
         Users::Deactivate { user, erase } => {
             let id = api.user_id(&user).await?;
-            let what = if erase { "deactivate and erase" } else { "deactivate" };
+            let what = if erase {
+                "deactivate and erase"
+            } else {
+                "deactivate"
+            };
             out.confirm(&format!("This will {what} {id}, ending all its sessions"))?;
             let done = api
-                .post(&format!("{V1}/deactivate/{}", enc(&id)), &json!({"erase": erase}))
+                .post(
+                    &format!("{V1}/deactivate/{}", enc(&id)),
+                    &json!({"erase": erase}),
+                )
                 .await?;
             out.show(&done, |_| println!("deactivated {id}"));
         }
-        Users::ResetPassword { user, password, keep_sessions } => {
+        Users::ResetPassword {
+            user,
+            password,
+            keep_sessions,
+        } => {
             let id = api.user_id(&user).await?;
             let body = json!({"new_password": password, "logout_devices": !keep_sessions});
-            let done = api.post(&format!("{V1}/reset_password/{}", enc(&id)), &body).await?;
+            let done = api
+                .post(&format!("{V1}/reset_password/{}", enc(&id)), &body)
+                .await?;
             out.show(&done, |_| println!("password of {id} reset"));
         }
         Users::Devices { user } => {
@@ -232,7 +298,10 @@ pub async fn run(cmd: Users, api: &Api, out: Output) -> Result<()> {
                 .unwrap_or_default();
             let n = ids.len();
             let done = api
-                .post(&format!("{V2}/users/{}/delete_devices", enc(&id)), &json!({"devices": ids}))
+                .post(
+                    &format!("{V2}/users/{}/delete_devices", enc(&id)),
+                    &json!({"devices": ids}),
+                )
                 .await?;
             out.show(&done, |_| println!("{n} sessions of {id} logged out"));
         }
@@ -247,13 +316,19 @@ pub async fn run(cmd: Users, api: &Api, out: Output) -> Result<()> {
             let state = if off { "lifted" } else { "in place" };
             out.show(&done, |_| println!("shadow ban of {id} {state}"));
         }
-        Users::Ratelimit { user, messages_per_second, burst, clear } => {
+        Users::Ratelimit {
+            user,
+            messages_per_second,
+            burst,
+            clear,
+        } => {
             let id = api.user_id(&user).await?;
             let path = format!("{V1}/users/{}/override_ratelimit", enc(&id));
             let answer = match (messages_per_second, burst, clear) {
                 (_, _, true) => api.delete(&path, None).await?,
                 (Some(m), Some(b), false) => {
-                    api.post(&path, &json!({"messages_per_second": m, "burst_count": b})).await?
+                    api.post(&path, &json!({"messages_per_second": m, "burst_count": b}))
+                        .await?
                 }
                 _ => api.get(&path).await?,
             };

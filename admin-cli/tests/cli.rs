@@ -87,13 +87,23 @@ impl Env {
     async fn fails(&self, args: &[&str]) -> String {
         let out = self.cli(args).await;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "admin-cli {args:?} should fail: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "admin-cli {args:?} should fail: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!stderr.contains("Backtrace"), "{stderr}");
         stderr
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> (u16, Value) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let resp = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -125,14 +135,18 @@ impl Env {
     async fn register_with_token(&self, user: &str, token: &str) -> u16 {
         let path = "/_matrix/client/v3/register";
         let mut body = json!({"username": user, "password": "pw-reg"});
-        let (mut status, mut answer) = self.call(reqwest::Method::POST, path, "", body.clone()).await;
+        let (mut status, mut answer) = self
+            .call(reqwest::Method::POST, path, "", body.clone())
+            .await;
         for _ in 0..3 {
             if status != 401 {
                 break;
             }
             body["auth"] = json!({"type": "m.login.registration_token", "token": token,
                                   "session": answer["session"]});
-            (status, answer) = self.call(reqwest::Method::POST, path, "", body.clone()).await;
+            (status, answer) = self
+                .call(reqwest::Method::POST, path, "", body.clone())
+                .await;
         }
         status
     }
@@ -141,7 +155,9 @@ impl Env {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -153,9 +169,30 @@ async fn an_operator_session_end_to_end() {
     let url = env.url.clone();
 
     // Bootstrap the first admin with the shared secret, then log in.
-    env.ok(&["register", "--base-url", &url, "--shared-secret", SECRET, "--user", "root",
-             "--password", "root-pw", "--admin"]).await;
-    let out = env.ok(&["login", "--server", &url, "--user", "root", "--password", "root-pw"]).await;
+    env.ok(&[
+        "register",
+        "--base-url",
+        &url,
+        "--shared-secret",
+        SECRET,
+        "--user",
+        "root",
+        "--password",
+        "root-pw",
+        "--admin",
+    ])
+    .await;
+    let out = env
+        .ok(&[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            "root",
+            "--password",
+            "root-pw",
+        ])
+        .await;
     assert!(out.contains("@root:localhost"), "{out}");
     #[cfg(unix)]
     {
@@ -165,88 +202,216 @@ async fn an_operator_session_end_to_end() {
     }
 
     // Create users; they log in and talk.
-    let created = env.json(&["users", "create", "alice", "--password", "pw-alice", "--displayname", "Alice"]).await;
+    let created = env
+        .json(&[
+            "users",
+            "create",
+            "alice",
+            "--password",
+            "pw-alice",
+            "--displayname",
+            "Alice",
+        ])
+        .await;
     assert_eq!(created["name"], "@alice:localhost");
-    env.ok(&["users", "create", "@bob:localhost", "--password", "pw-bob"]).await;
-    env.fails(&["users", "create", "alice", "--password", "x"]).await;
+    env.ok(&["users", "create", "@bob:localhost", "--password", "pw-bob"])
+        .await;
+    env.fails(&["users", "create", "alice", "--password", "x"])
+        .await;
     let alice = env.login("alice", "pw-alice").await;
     let bob = env.login("bob", "pw-bob").await;
     let (_, room) = env
-        .call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &alice,
-              json!({"preset": "public_chat", "name": "Lobby"}))
+        .call(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/createRoom",
+            &alice,
+            json!({"preset": "public_chat", "name": "Lobby"}),
+        )
         .await;
     let room_id = room["room_id"].as_str().unwrap().to_owned();
     let (status, _) = env
-        .call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(&room_id)), &bob, json!({}))
+        .call(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(&room_id)),
+            &bob,
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     for i in 0..3 {
         let (status, _) = env
-            .call(reqwest::Method::PUT,
-                  &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t{i}", enc(&room_id)),
-                  &alice, json!({"msgtype": "m.text", "body": format!("hello {i}")}))
+            .call(
+                reqwest::Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/t{i}",
+                    enc(&room_id)
+                ),
+                &alice,
+                json!({"msgtype": "m.text", "body": format!("hello {i}")}),
+            )
             .await;
         assert_eq!(status, 200);
     }
 
     // List them, in a table and as JSON.
     let table = env.ok(&["users", "list"]).await;
-    assert!(table.contains("@alice:localhost") && table.contains("Alice"), "{table}");
+    assert!(
+        table.contains("@alice:localhost") && table.contains("Alice"),
+        "{table}"
+    );
     assert!(table.lines().next().unwrap().contains("USER ID"), "{table}");
     let listed = env.json(&["users", "list", "--name", "ali"]).await;
     assert_eq!(listed["total"], 1);
     let rooms = env.json(&["rooms", "list"]).await;
     assert_eq!(rooms["rooms"][0]["joined_members"], 2);
-    assert!(env.ok(&["rooms", "members", &room_id]).await.contains("@bob:localhost"));
+    assert!(env
+        .ok(&["rooms", "members", &room_id])
+        .await
+        .contains("@bob:localhost"));
 
     // Deactivate with erase: refused without confirmation, then done.
-    let refused = env.fails(&["users", "deactivate", "alice", "--erase"]).await;
-    assert!(refused.contains("--yes"), "{refused}");
-    env.ok(&["users", "deactivate", "alice", "--erase", "--yes"]).await;
-    let (status, body) = env
-        .call(reqwest::Method::GET, "/_matrix/client/v3/account/whoami", &alice, json!({}))
+    let refused = env
+        .fails(&["users", "deactivate", "alice", "--erase"])
         .await;
-    assert_eq!((status, body["errcode"].as_str()), (401, Some("M_UNKNOWN_TOKEN")));
+    assert!(refused.contains("--yes"), "{refused}");
+    env.ok(&["users", "deactivate", "alice", "--erase", "--yes"])
+        .await;
+    let (status, body) = env
+        .call(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNKNOWN_TOKEN"))
+    );
     let shown = env.json(&["users", "show", "alice"]).await;
-    assert_eq!((shown["deactivated"].clone(), shown["erased"].clone()), (json!(true), json!(true)));
+    assert_eq!(
+        (shown["deactivated"].clone(), shown["erased"].clone()),
+        (json!(true), json!(true))
+    );
 
     // Shut the room down: bob is out, and it cannot be joined again.
-    let out = env.ok(&["rooms", "shutdown", &room_id, "--block", "--yes"]).await;
+    let out = env
+        .ok(&["rooms", "shutdown", &room_id, "--block", "--yes"])
+        .await;
     assert!(out.contains("@bob:localhost"), "{out}");
     let (_, joined) = env
-        .call(reqwest::Method::GET, "/_matrix/client/v3/joined_rooms", &bob, json!({}))
+        .call(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/joined_rooms",
+            &bob,
+            json!({}),
+        )
         .await;
-    assert!(!joined["joined_rooms"].as_array().unwrap().iter().any(|r| r == &room_id), "{joined}");
+    assert!(
+        !joined["joined_rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &room_id),
+        "{joined}"
+    );
     let (status, _) = env
-        .call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(&room_id)), &bob, json!({}))
+        .call(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(&room_id)),
+            &bob,
+            json!({}),
+        )
         .await;
     assert_eq!(status, 403);
     let gone = env.fails(&["rooms", "show", &room_id]).await;
     assert!(gone.contains("M_NOT_FOUND"), "{gone}");
 
+    // Quarantined media can no longer be downloaded.
+    let uploaded: Value = env
+        .http
+        .post(format!("{}/_matrix/media/v3/upload", env.url))
+        .bearer_auth(&bob)
+        .header("content-type", "text/plain")
+        .body("contraband")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mxc = uploaded["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned();
+    let media_id = mxc.rsplit('/').next().unwrap().to_owned();
+    let download = format!("/_matrix/client/v1/media/download/localhost/{media_id}");
+    assert!(env.ok(&["media", "list", "bob"]).await.contains(&media_id));
+    env.ok(&["media", "quarantine", &mxc]).await;
+    let (status, _) = env
+        .call(reqwest::Method::GET, &download, &bob, json!({}))
+        .await;
+    assert_eq!(status, 404);
+    env.ok(&["media", "unquarantine", &mxc]).await;
+    let status = env
+        .http
+        .get(format!("{}{download}", env.url))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+
     // A registration token with 2 uses admits exactly two sign-ups.
-    let token = env.json(&["tokens", "create", "--token", "spring", "--uses", "2"]).await;
+    let token = env
+        .json(&["tokens", "create", "spring", "--uses", "2"])
+        .await;
     assert_eq!(token["uses_allowed"], 2);
     assert_eq!(env.register_with_token("carol", "spring").await, 200);
     assert_eq!(env.register_with_token("dave", "spring").await, 200);
     assert_ne!(env.register_with_token("erin", "spring").await, 200);
     let shown = env.json(&["tokens", "show", "spring"]).await;
     assert_eq!(shown["completed"], 2);
-    assert!(env.ok(&["tokens", "list", "--invalid"]).await.contains("spring"));
+    assert!(env
+        .ok(&["tokens", "list", "--invalid"])
+        .await
+        .contains("spring"));
     env.ok(&["tokens", "delete", "spring", "--yes"]).await;
 
     // The rest of the surface answers.
     let stats = env.json(&["server", "stats"]).await;
     assert!(stats["users"].as_i64().unwrap() >= 4, "{stats}");
     assert!(env.ok(&["server", "version"]).await.trim().len() > 1);
-    env.ok(&["server", "notice", "bob", "Maintenance at 02:00"]).await;
+    env.ok(&["server", "notice", "bob", "Maintenance at 02:00"])
+        .await;
     env.ok(&["users", "shadow-ban", "bob"]).await;
-    env.ok(&["users", "ratelimit", "bob", "--messages-per-second", "0", "--burst", "0"]).await;
-    assert_eq!(env.json(&["users", "ratelimit", "bob"]).await["burst_count"], 0);
-    assert!(env.ok(&["users", "devices", "bob"]).await.contains("DEVICE"));
+    env.ok(&[
+        "users",
+        "ratelimit",
+        "bob",
+        "--messages-per-second",
+        "0",
+        "--burst",
+        "0",
+    ])
+    .await;
+    assert_eq!(
+        env.json(&["users", "ratelimit", "bob"]).await["burst_count"],
+        0
+    );
+    assert!(env
+        .ok(&["users", "devices", "bob"])
+        .await
+        .contains("DEVICE"));
     env.ok(&["users", "logout", "bob", "--yes"]).await;
     let (status, _) = env
-        .call(reqwest::Method::GET, "/_matrix/client/v3/account/whoami", &bob, json!({}))
+        .call(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            &bob,
+            json!({}),
+        )
         .await;
     assert_eq!(status, 401);
     assert!(env.json(&["federation", "destinations"]).await["destinations"].is_array());
@@ -265,25 +430,79 @@ async fn errors_are_clear_and_exit_non_zero() {
 
     // Unreachable server.
     let err = env
-        .fails(&["--server", "http://127.0.0.1:9", "--token", "t", "server", "version"])
+        .fails(&[
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "server",
+            "version",
+        ])
         .await;
-    assert!(err.contains("cannot reach the server at http://127.0.0.1:9"), "{err}");
+    assert!(
+        err.contains("cannot reach the server at http://127.0.0.1:9"),
+        "{err}"
+    );
 
     // A bad token, then a non-admin token.
-    let err = env.fails(&["--server", &url, "--token", "bogus", "server", "version"]).await;
+    let err = env
+        .fails(&["--server", &url, "--token", "bogus", "server", "version"])
+        .await;
     assert!(err.contains("M_UNKNOWN_TOKEN"), "{err}");
-    env.ok(&["register", "--base-url", &url, "--shared-secret", SECRET, "--user", "plain",
-             "--password", "pw"]).await;
+    env.ok(&[
+        "register",
+        "--base-url",
+        &url,
+        "--shared-secret",
+        SECRET,
+        "--user",
+        "plain",
+        "--password",
+        "pw",
+    ])
+    .await;
     let plain = env.login("plain", "pw").await;
-    let err = env.fails(&["--server", &url, "--token", &plain, "users", "list"]).await;
+    let err = env
+        .fails(&["--server", &url, "--token", &plain, "users", "list"])
+        .await;
     assert!(err.contains("M_FORBIDDEN"), "{err}");
-    let err = env.fails(&["login", "--server", &url, "--user", "plain", "--password", "pw"]).await;
+    let err = env
+        .fails(&[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            "plain",
+            "--password",
+            "pw",
+        ])
+        .await;
     assert!(err.contains("M_FORBIDDEN"), "{err}");
 
     // Unknown users and rooms, malformed ids.
-    env.ok(&["register", "--base-url", &url, "--shared-secret", SECRET, "--user", "root",
-             "--password", "root-pw", "--admin"]).await;
-    env.ok(&["login", "--server", &url, "--user", "root", "--password", "root-pw"]).await;
+    env.ok(&[
+        "register",
+        "--base-url",
+        &url,
+        "--shared-secret",
+        SECRET,
+        "--user",
+        "root",
+        "--password",
+        "root-pw",
+        "--admin",
+    ])
+    .await;
+    env.ok(&[
+        "login",
+        "--server",
+        &url,
+        "--user",
+        "root",
+        "--password",
+        "root-pw",
+    ])
+    .await;
     for (args, code) in [
         (vec!["users", "show", "@nobody:localhost"], "M_NOT_FOUND"),
         (vec!["users", "show", "@bad id"], "M_INVALID_PARAM"),
@@ -292,13 +511,22 @@ async fn errors_are_clear_and_exit_non_zero() {
         (vec!["tokens", "show", "nope"], "M_NOT_FOUND"),
     ] {
         let err = env.fails(&args).await;
-        assert!(err.starts_with(&format!("error: {code}: ")), "{args:?}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {code}: ")),
+            "{args:?}: {err}"
+        );
     }
 
     // Help teaches; completions are generated.
     let help = env.ok(&["--help"]).await;
-    assert!(help.contains("Examples:") && help.contains("admin-cli login"), "{help}");
-    assert!(env.ok(&["users", "deactivate", "--help"]).await.contains("--erase"));
+    assert!(
+        help.contains("Examples:") && help.contains("admin-cli login"),
+        "{help}"
+    );
+    assert!(env
+        .ok(&["users", "deactivate", "--help"])
+        .await
+        .contains("--erase"));
     let completions = env.ok(&["completions", "bash"]).await;
     assert!(completions.contains("admin-cli") && completions.contains("shutdown"));
 

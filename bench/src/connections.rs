@@ -33,9 +33,11 @@ pub enum Kind {
 pub struct Args {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// The server's process id, to read its RSS.
-    #[arg(long)]
-    pub server_pid: u32,
+    /// The server's process id, to read its RSS; several, comma-separated,
+    /// when server processes share the port (`listeners.reuse_port`): their
+    /// RSS is summed.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub server_pid: Vec<u32>,
     #[arg(long, value_enum, default_value = "ws")]
     pub kind: Kind,
     /// How many connections to open.
@@ -51,6 +53,10 @@ pub struct Args {
     /// How long to hold them after the last one is up, before measuring.
     #[arg(long, default_value_t = 3)]
     pub settle_secs: u64,
+}
+
+fn total_rss_kib(pids: &[u32]) -> Result<u64> {
+    pids.iter().map(|&pid| rss_kib(pid)).sum()
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -82,7 +88,7 @@ pub async fn run(args: Args) -> Result<()> {
     // A first sync gives the token that makes every later long-poll wait.
     let since = user.sync(None, "{}", 0).await?.0.next_batch;
 
-    let before = rss_kib(args.server_pid)?;
+    let before = total_rss_kib(&args.server_pid)?;
     let open = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -133,7 +139,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let ramp = started.elapsed();
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
-    let after = rss_kib(args.server_pid)?;
+    let after = total_rss_kib(&args.server_pid)?;
     let held = open.load(Ordering::Relaxed);
     let _ = hold_tx.send(true);
     for t in tasks {

@@ -96,7 +96,7 @@ async fn query_route(
             )
         })
         .collect();
-    let found = state.keys.query(&user.user_id, wanted).await?;
+    let found = state.fed_rooms.query_keys(&user.user_id, wanted).await?;
     let mut resp = get_keys::v3::Response::new();
     resp.failures = found.failures;
     for (u, devices) in found.device_keys {
@@ -138,7 +138,7 @@ async fn claim_route(
             (u.to_string(), ds)
         })
         .collect();
-    let claimed = state.keys.claim(wanted).await?;
+    let claimed = state.fed_rooms.claim_keys(wanted).await?;
     let mut one_time_keys = BTreeMap::new();
     for (u, devices) in claimed.one_time_keys {
         let Some(u) = user_id(&u) else { continue };

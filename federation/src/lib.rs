@@ -12,6 +12,7 @@ pub mod keys;
 pub mod membership;
 pub mod query;
 pub mod transactions;
+pub mod user;
 
 use axum::{routing::get, Json, Router};
 use engine::services::Services;
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .merge(transactions::router())
         .merge(events::router())
         .merge(query::router())
+        .merge(user::router())
         .route("/_matrix/federation/v1/version", get(version))
 }
 

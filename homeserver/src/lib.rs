@@ -128,9 +128,26 @@ async fn bind_federation(config: &Config) -> anyhow::Result<Option<FederationLis
     }))
 }
 
+/// The client listener; with `listeners.reuse_port`, one of several processes
+/// sharing the port (`SO_REUSEPORT`).
+fn bind_client(config: &Config) -> anyhow::Result<TcpListener> {
+    let addr = config.listeners.client;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if config.listeners.reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    Ok(socket.listen(4096)?)
+}
+
 /// Starts the server on the configured listeners.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    let listener = TcpListener::bind(config.listeners.client).await?;
+    let listener = bind_client(&config)?;
     let client_addr = listener.local_addr()?;
     let federation = bind_federation(&config).await?;
     let federation_addr = match &federation {
@@ -147,7 +164,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let _ = rx.changed().await;
     };
     let client = axum::serve(
-        listener,
+        // Updates are small writes (WebSocket frames, sync answers): without
+        // TCP_NODELAY one can sit behind the peer's delayed ACK for 40 ms.
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.clone()
             .into_make_service_with_connect_info::<SocketAddr>(),
     )

@@ -45,6 +45,8 @@ fn concrete(path: &str) -> String {
         .replace("{delete_id}", "d1")
         .replace("{purge_id}", "p1")
         .replace("{destination}", "other.example")
+        .replace("{server_name}", "localhost")
+        .replace("{media_id}", "media")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +88,18 @@ async fn create_modify_list_and_show_users() {
     has_keys(
         &details,
         &[
-            "name", "displayname", "avatar_url", "is_guest", "admin", "deactivated", "erased",
-            "shadow_banned", "creation_ts", "threepids", "external_ids", "locked",
+            "name",
+            "displayname",
+            "avatar_url",
+            "is_guest",
+            "admin",
+            "deactivated",
+            "erased",
+            "shadow_banned",
+            "creation_ts",
+            "threepids",
+            "external_ids",
+            "locked",
         ],
     );
     assert_eq!(details["name"], carol);
@@ -97,7 +109,10 @@ async fn create_modify_list_and_show_users() {
 
     // Modify: 200, fields change, others stay.
     let modified = admin
-        .put(&user_path(carol), json!({"displayname": "Caroline", "admin": true}))
+        .put(
+            &user_path(carol),
+            json!({"displayname": "Caroline", "admin": true}),
+        )
         .await;
     assert_eq!(modified.status.as_u16(), 200, "{modified:?}");
     assert_eq!(modified.body["displayname"], "Caroline");
@@ -169,7 +184,13 @@ async fn reset_password_devices_and_whois() {
     assert_eq!(devices["total"], 2);
     has_keys(
         &devices["devices"][0],
-        &["device_id", "display_name", "last_seen_ip", "last_seen_ts", "user_id"],
+        &[
+            "device_id",
+            "display_name",
+            "last_seen_ip",
+            "last_seen_ts",
+            "user_id",
+        ],
     );
     let one = format!("{}/devices/{}", user_path(&gina.user_id), second.device_id);
     admin.get(&one).await.ok();
@@ -187,7 +208,10 @@ async fn reset_password_devices_and_whois() {
         .await
         .ok();
     assert_eq!(whois["user_id"], gina.user_id);
-    assert!(whois["devices"][&gina.device_id]["sessions"].is_array(), "{whois}");
+    assert!(
+        whois["devices"][&gina.device_id]["sessions"].is_array(),
+        "{whois}"
+    );
 
     // Reset: the new password works and every session is logged out.
     admin
@@ -211,7 +235,10 @@ async fn reset_password_devices_and_whois() {
         .await
         .assert_error(404, "M_NOT_FOUND");
     admin
-        .post(&format!("{A1}/reset_password/{}", enc(&gina.user_id)), json!({}))
+        .post(
+            &format!("{A1}/reset_password/{}", enc(&gina.user_id)),
+            json!({}),
+        )
         .await
         .assert_error(400, "M_BAD_JSON");
     server.shutdown().await;
@@ -265,7 +292,10 @@ async fn shadow_banned_sends_reach_nobody() {
     jan.join(&room).await;
     let ban = format!("{A1}/users/{}/shadow_ban", enc(&jan.user_id));
     admin.post(&ban, json!({})).await.ok();
-    assert_eq!(admin.get(&user_path(&jan.user_id)).await.ok()["shadow_banned"], true);
+    assert_eq!(
+        admin.get(&user_path(&jan.user_id)).await.ok()["shadow_banned"],
+        true
+    );
 
     let ghost = jan.send_text(&room, "nobody sees this").await;
     assert!(ghost.starts_with('$'));
@@ -304,7 +334,12 @@ async fn ratelimit_override_is_honoured() {
     let mut hit = false;
     for i in 0..4 {
         let r = leo
-            .send_event(&room, "m.room.message", &format!("a{i}"), json!({"body": "x"}))
+            .send_event(
+                &room,
+                "m.room.message",
+                &format!("a{i}"),
+                json!({"body": "x"}),
+            )
             .await;
         hit |= limited(&r);
     }
@@ -319,9 +354,14 @@ async fn ratelimit_override_is_honoured() {
     assert_eq!(set, json!({"messages_per_second": 0, "burst_count": 0}));
     assert_eq!(admin.get(&path).await.ok(), set);
     for i in 0..10 {
-        leo.send_event(&room, "m.room.message", &format!("b{i}"), json!({"body": "y"}))
-            .await
-            .ok();
+        leo.send_event(
+            &room,
+            "m.room.message",
+            &format!("b{i}"),
+            json!({"body": "y"}),
+        )
+        .await
+        .ok();
     }
     admin.delete(&path).await.ok();
     let r = leo
@@ -355,9 +395,21 @@ async fn rooms_list_show_members_state_and_block() {
     has_keys(
         first,
         &[
-            "room_id", "name", "canonical_alias", "joined_members", "joined_local_members",
-            "version", "creator", "encryption", "federatable", "public", "join_rules",
-            "guest_access", "history_visibility", "state_events", "room_type",
+            "room_id",
+            "name",
+            "canonical_alias",
+            "joined_members",
+            "joined_local_members",
+            "version",
+            "creator",
+            "encryption",
+            "federatable",
+            "public",
+            "join_rules",
+            "guest_access",
+            "history_visibility",
+            "state_events",
+            "room_type",
         ],
     );
     assert_eq!(first["name"], "Alpha");
@@ -371,15 +423,15 @@ async fn rooms_list_show_members_state_and_block() {
     let reversed = admin.get(&format!("{A1}/rooms?dir=b&limit=1")).await.ok();
     assert_eq!(reversed["rooms"][0]["name"], "Beta");
     assert_eq!(reversed["next_batch"], 1);
-    let found = admin
-        .get(&format!("{A1}/rooms?search_term=alp"))
-        .await
-        .ok();
+    let found = admin.get(&format!("{A1}/rooms?search_term=alp")).await.ok();
     assert_eq!(found["total_rooms"], 1);
     assert_eq!(found["rooms"][0]["room_id"], alpha);
 
     let details = admin.get(&format!("{A1}/rooms/{}", enc(&beta))).await.ok();
-    has_keys(&details, &["topic", "avatar", "joined_local_devices", "forgotten"]);
+    has_keys(
+        &details,
+        &["topic", "avatar", "joined_local_devices", "forgotten"],
+    );
     assert_eq!(details["joined_local_members"], 2);
     let members = admin
         .get(&format!("{A1}/rooms/{}/members", enc(&beta)))
@@ -478,7 +530,10 @@ async fn shutting_down_a_room_moves_everyone_out() {
     assert_eq!(kicked, vec![olga.user_id.clone(), pete.user_id.clone()]);
     assert_eq!(outcome["failed_to_kick_users"], json!([]));
     assert_eq!(outcome["local_aliases"], json!(["#doomed:localhost"]));
-    let new_room = outcome["new_room_id"].as_str().expect("new room").to_owned();
+    let new_room = outcome["new_room_id"]
+        .as_str()
+        .expect("new room")
+        .to_owned();
 
     for member in [&olga, &pete] {
         let joined = member.joined_rooms().await;
@@ -497,10 +552,7 @@ async fn shutting_down_a_room_moves_everyone_out() {
         .assert_error(404, "M_NOT_FOUND");
     pete.join_raw(&room).await.assert_error(403, "M_FORBIDDEN");
 
-    let by_room = admin
-        .get(&format!("{path}/delete_status"))
-        .await
-        .ok();
+    let by_room = admin.get(&format!("{path}/delete_status")).await.ok();
     assert_eq!(by_room["results"][0]["delete_id"], delete_id);
     // Deleting again is a no-op that completes.
     let again = admin.request(Method::DELETE, &path, Body::None).await.ok();
@@ -511,7 +563,11 @@ async fn shutting_down_a_room_moves_everyone_out() {
     // v1 answers the outcome directly.
     let other = olga.create_room(json!({})).await;
     let v1 = admin
-        .request(Method::DELETE, &format!("{A1}/rooms/{}", enc(&other)), Body::None)
+        .request(
+            Method::DELETE,
+            &format!("{A1}/rooms/{}", enc(&other)),
+            Body::None,
+        )
         .await
         .ok();
     assert_eq!(v1["kicked_users"], json!([olga.user_id]));
@@ -520,7 +576,11 @@ async fn shutting_down_a_room_moves_everyone_out() {
         .await
         .assert_error(404, "M_NOT_FOUND");
     admin
-        .request(Method::DELETE, &format!("{A2}/rooms/{}", enc("bad")), Body::None)
+        .request(
+            Method::DELETE,
+            &format!("{A2}/rooms/{}", enc("bad")),
+            Body::None,
+        )
         .await
         .assert_error(400, "M_INVALID_PARAM");
     server.shutdown().await;
@@ -563,7 +623,10 @@ async fn purge_history_keeps_state() {
         .filter_map(|e| e["content"]["body"].as_str())
         .collect();
     assert_eq!(bodies, vec!["m4", "m3"], "{page}");
-    assert!(events.iter().any(|e| e["type"] == "m.room.name"), "state kept");
+    assert!(
+        events.iter().any(|e| e["type"] == "m.room.name"),
+        "state kept"
+    );
     let state = admin
         .get(&format!("{A1}/rooms/{}/state", enc(&room)))
         .await
@@ -589,7 +652,10 @@ async fn registration_tokens_lifecycle() {
     let (server, admin) = setup().await;
     let base = format!("{A1}/registration_tokens");
     let created = admin
-        .post(&format!("{base}/new"), json!({"token": "abc", "uses_allowed": 2}))
+        .post(
+            &format!("{base}/new"),
+            json!({"token": "abc", "uses_allowed": 2}),
+        )
         .await
         .ok();
     assert_eq!(
@@ -658,17 +724,25 @@ async fn server_version_stats_and_notices() {
     let stats = admin.get(&format!("{A1}/statistics/server")).await.ok();
     has_keys(
         &stats,
-        &["users", "rooms", "events_today", "open_connections", "sync_waiters", "federation_queues"],
+        &[
+            "users",
+            "rooms",
+            "events_today",
+            "open_connections",
+            "sync_waiters",
+            "federation_queues",
+        ],
     );
     assert_eq!(stats["users"], 2);
     assert_eq!(stats["rooms"], 1);
     assert!(stats["events_today"].as_i64().unwrap() >= 6, "{stats}");
 
-    let send = |body: &str| {
-        json!({"user_id": rose.user_id, "content": {"msgtype": "m.text", "body": body}})
-    };
+    let send = |body: &str| json!({"user_id": rose.user_id, "content": {"msgtype": "m.text", "body": body}});
     let sent = admin
-        .post(&format!("{A1}/send_server_notice"), send("maintenance at 3am"))
+        .post(
+            &format!("{A1}/send_server_notice"),
+            send("maintenance at 3am"),
+        )
         .await
         .ok();
     assert!(sent["event_id"].as_str().unwrap().starts_with('$'));
@@ -715,12 +789,99 @@ async fn federation_destinations_bad_input() {
         .await
         .assert_error(404, "M_NOT_FOUND");
     admin
-        .post(&format!("{base}/unknown.example/reset_connection"), json!({}))
+        .post(
+            &format!("{base}/unknown.example/reset_connection"),
+            json!({}),
+        )
         .await
         .assert_error(404, "M_NOT_FOUND");
     admin
         .get(&format!("{base}/{}", enc("not a server")))
         .await
         .assert_error(400, "M_INVALID_PARAM");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_listing_and_quarantine() {
+    let (server, admin) = setup().await;
+    let sam = server.register("sam").await;
+    let uploaded: Value = server
+        .http
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=notes.txt",
+            server.base_url
+        ))
+        .bearer_auth(&sam.access_token)
+        .header("content-type", "text/plain")
+        .body("some notes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uri = uploaded["content_uri"].as_str().expect("content_uri");
+    let media_id = uri.rsplit('/').next().unwrap().to_owned();
+    let download = format!("/_matrix/client/v1/media/download/localhost/{media_id}");
+    sam.get(&download).await.ok();
+
+    let list = admin
+        .get(&format!("{A1}/users/{}/media", enc(&sam.user_id)))
+        .await
+        .ok();
+    assert_eq!(list["total"], 1);
+    let item = &list["media"][0];
+    has_keys(
+        item,
+        &[
+            "media_id",
+            "media_type",
+            "media_length",
+            "upload_name",
+            "created_ts",
+            "quarantined_by",
+        ],
+    );
+    assert_eq!(item["media_id"], media_id);
+    assert_eq!(item["media_length"], 10);
+    assert_eq!(item["quarantined_by"], Value::Null);
+
+    let quarantine = format!("{A1}/media/quarantine/localhost/{media_id}");
+    admin.post(&quarantine, json!({})).await.ok();
+    admin.post(&quarantine, json!({})).await.ok();
+    sam.get(&download).await.assert_error(404, "M_NOT_FOUND");
+    let list = admin
+        .get(&format!("{A1}/users/{}/media", enc(&sam.user_id)))
+        .await
+        .ok();
+    assert_eq!(list["media"][0]["quarantined_by"], admin.user_id);
+    admin
+        .post(
+            &format!("{A1}/media/unquarantine/localhost/{media_id}"),
+            json!({}),
+        )
+        .await
+        .ok();
+    sam.get(&download).await.ok();
+
+    admin
+        .post(
+            &format!("{A1}/media/quarantine/localhost/missing"),
+            json!({}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    admin
+        .post(
+            &format!("{A1}/media/quarantine/{}/x", enc("bad name")),
+            json!({}),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    admin
+        .get(&format!("{A1}/users/{}/media", enc("@ghost:localhost")))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
     server.shutdown().await;
 }

@@ -129,7 +129,22 @@ async fn remote_join_then_messages_flow_both_ways() {
             .collect()
     };
     assert_eq!(tail(&on_alice).len(), 20);
-    assert_eq!(tail(&on_alice), tail(&on_bob));
+    assert_eq!(tail(&on_bob).len(), 20);
+    // Each sender's messages keep their order on both servers. (Messages
+    // sent concurrently on two servers may interleave differently, as their
+    // arrival order differs; causally ordered ones never do.)
+    for prefix in ["a", "b"] {
+        let only = |v: &[String]| -> Vec<String> {
+            tail(v).into_iter().filter(|b| b.starts_with(prefix)).collect()
+        };
+        let expected: Vec<String> = (0..10).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(only(&on_alice), expected);
+        assert_eq!(only(&on_bob), expected);
+    }
+    // A reply written after reading the burst comes after all of it everywhere.
+    bob.send_text(&room, "after the burst").await;
+    let on_alice = wait_for_bodies(&alice, &room, |b| b.iter().any(|x| x == "after the burst")).await;
+    assert_eq!(on_alice.last().map(String::as_str), Some("after the burst"));
     fed.shutdown().await;
 }
 

@@ -49,12 +49,14 @@ async fn well_known_server(
     let counted = hits.clone();
     let app = Router::new().route(
         "/.well-known/matrix/server",
-        get(move |headers: HeaderMap| {
+        get(move |headers: HeaderMap, uri: axum::http::Uri| {
             let (answers, hits) = (answers.clone(), counted.clone());
             async move {
+                // HTTP/1.1 sends `Host`; HTTP/2 puts it in the URI.
                 let host = headers
                     .get("host")
                     .and_then(|h| h.to_str().ok())
+                    .or(uri.host())
                     .unwrap_or("")
                     .split(':')
                     .next()

@@ -185,7 +185,9 @@ async fn formats_scenario(store: Store) {
     )
     .await
     .ok();
-    assert_eq!(still.header("content-type"), "image/jpeg");
+    // GIF decodes with an alpha channel, so the still keeps it as PNG.
+    assert_eq!(still.header("content-type"), "image/png");
+    assert_eq!(decode(&still.bytes).dimensions(), (30, 20));
 
     // A file that is not an image: sniffed, downloaded as an attachment, no thumbnail.
     let html = b"<html><script>alert(1)</script></html>";

@@ -48,7 +48,7 @@ pub fn content_disposition(content_type: &str, file_name: Option<&str>) -> Strin
     let ascii: String = name
         .chars()
         .map(|c| {
-            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ';' | '%') || c == ' ' {
+            if (c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ';' | '%')) || c == ' ' {
                 c
             } else {
                 '_'

@@ -92,7 +92,7 @@ async fn serve(
     let kind = record
         .content_type
         .as_deref()
-        .and_then(|t| sniff::image_kind_of_type(t))
+        .and_then(sniff::image_kind_of_type)
         .ok_or_else(cannot_thumbnail)?;
     // A still image has no animated thumbnail: `animated=true` gets the still one.
     let animated = want.animated && content.animated;

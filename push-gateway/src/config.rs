@@ -135,6 +135,22 @@ fn default_max_concurrency() -> usize {
     64
 }
 
+impl Default for Config {
+    /// The documented defaults, with no apps.
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            log_level: default_log_level(),
+            max_body_bytes: default_max_body_bytes(),
+            vendor_timeout_ms: default_vendor_timeout_ms(),
+            max_attempts: default_max_attempts(),
+            retry_base_ms: default_retry_base_ms(),
+            max_retry_after_ms: default_max_retry_after_ms(),
+            apps: BTreeMap::new(),
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`, applies `PUSH_GATEWAY_<KEY>` overrides of top-level keys
     /// (for example `PUSH_GATEWAY_LISTEN=0.0.0.0:5000`), and validates.
@@ -215,6 +231,13 @@ mod tests {
             config.apps.get("im.example.ios"),
             Some(AppConfig::Apns(_))
         ));
+    }
+
+    #[test]
+    fn defaults_match_an_empty_file() {
+        let empty = Config::from_toml("", std::iter::empty()).unwrap();
+        let default = Config::default();
+        assert_eq!(format!("{empty:?}"), format!("{default:?}"));
     }
 
     #[test]

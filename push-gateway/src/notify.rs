@@ -14,6 +14,7 @@ use axum::{
 };
 use futures::future::join_all;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::{
     delivery::{deliver, Outcome},
@@ -27,7 +28,8 @@ pub async fn notify(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let result = handle(&shared, &headers, body).await;
+    let span = tracing::info_span!("notify", request_id = %next_request_id());
+    let result = handle(&shared, &headers, body).instrument(span).await;
     let status = match &result {
         Ok(_) => 200,
         Err(e) => e.status.as_u16(),
@@ -49,12 +51,19 @@ async fn handle(
     if !is_json {
         return Err(ApiError::not_json("Content-Type must be application/json"));
     }
-    let body = body.map_err(|e| ApiError::too_large(format!("request body: {e}")))?;
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!("request body: {e}"))
+        } else {
+            ApiError::bad_json(format!("request body: {e}"))
+        }
+    })?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::not_json(format!("body is not JSON: {e}")))?;
     let request: NotifyRequest = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_json(format!("invalid notification: {e}")))?;
     let n = request.notification;
+    tracing::debug!(event_id = ?n.event_id, devices = n.devices.len(), "notification");
     for device in &n.devices {
         if device.pushkey.is_empty() {
             return Err(ApiError::bad_json("a device has an empty pushkey"));
@@ -102,4 +111,11 @@ async fn handle(
         .map(|(d, _)| d.pushkey.as_str())
         .collect();
     Ok(Json(json!({ "rejected": rejected })))
+}
+
+/// A process-unique id for each /notify request, so its log lines (one per
+/// vendor failure) can be grouped.
+fn next_request_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -11,7 +11,10 @@ use crate::{error::ApiResult, extract::AppState};
 
 pub(super) fn routes(r: AdminRoutes) -> AdminRoutes {
     r.get("/_synapse/admin/v1/federation/destinations", list)
-        .get("/_synapse/admin/v1/federation/destinations/{destination}", show)
+        .get(
+            "/_synapse/admin/v1/federation/destinations/{destination}",
+            show,
+        )
         .post(
             "/_synapse/admin/v1/federation/destinations/{destination}/reset_connection",
             reset,

@@ -1,8 +1,8 @@
 //! The admin API's HTTP surface, at Synapse-compatible paths
 //! (`/_synapse/admin/...`) so operators' existing tools work against us.
 //!
-//! One file per area: `users`, `rooms`, `tokens` (registration tokens),
-//! `federation`, `server`. Handlers only parse and render; the logic is in
+//! One file per area: `users`, `rooms`, `media`, `tokens` (registration
+//! tokens), `federation`, `server`. Handlers only parse and render; the logic is in
 //! the engine's `admin` service.
 //!
 //! Every route is registered through [`AdminRoutes`], which records it in a
@@ -11,6 +11,7 @@
 //! with `M_FORBIDDEN` and writes the audit line.
 
 mod federation;
+mod media;
 mod rooms;
 mod server;
 mod tokens;
@@ -58,6 +59,7 @@ fn build(r: AdminRoutes) -> AdminRoutes {
     let r = rooms::routes(r);
     let r = tokens::routes(r);
     let r = federation::routes(r);
+    let r = media::routes(r);
     server::routes(r)
 }
 

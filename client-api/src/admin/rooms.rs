@@ -23,11 +23,23 @@ pub(super) fn routes(r: AdminRoutes) -> AdminRoutes {
         .get("/_synapse/admin/v1/rooms/{room_id}/block", block_status)
         .put("/_synapse/admin/v1/rooms/{room_id}/block", set_block)
         .delete("/_synapse/admin/v2/rooms/{room_id}", delete_v2)
-        .get("/_synapse/admin/v2/rooms/{room_id}/delete_status", room_delete_status)
-        .get("/_synapse/admin/v2/rooms/delete_status/{delete_id}", delete_status)
+        .get(
+            "/_synapse/admin/v2/rooms/{room_id}/delete_status",
+            room_delete_status,
+        )
+        .get(
+            "/_synapse/admin/v2/rooms/delete_status/{delete_id}",
+            delete_status,
+        )
         .post("/_synapse/admin/v1/purge_history/{room_id}", purge)
-        .post("/_synapse/admin/v1/purge_history/{room_id}/{event_id}", purge_up_to_event)
-        .get("/_synapse/admin/v1/purge_history_status/{purge_id}", purge_status)
+        .post(
+            "/_synapse/admin/v1/purge_history/{room_id}/{event_id}",
+            purge_up_to_event,
+        )
+        .get(
+            "/_synapse/admin/v1/purge_history_status/{purge_id}",
+            purge_status,
+        )
 }
 
 async fn list(

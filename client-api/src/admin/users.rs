@@ -22,21 +22,51 @@ pub(super) fn routes(r: AdminRoutes) -> AdminRoutes {
         .get("/_synapse/admin/v2/users/{user_id}", show)
         .put("/_synapse/admin/v2/users/{user_id}", upsert)
         .post("/_synapse/admin/v1/deactivate/{user_id}", deactivate)
-        .post("/_synapse/admin/v1/reset_password/{user_id}", reset_password)
+        .post(
+            "/_synapse/admin/v1/reset_password/{user_id}",
+            reset_password,
+        )
         .get("/_synapse/admin/v1/users/{user_id}/admin", get_admin)
         .put("/_synapse/admin/v1/users/{user_id}/admin", set_admin)
-        .get("/_synapse/admin/v1/users/{user_id}/joined_rooms", joined_rooms)
+        .get(
+            "/_synapse/admin/v1/users/{user_id}/joined_rooms",
+            joined_rooms,
+        )
         .get("/_synapse/admin/v2/users/{user_id}/devices", devices)
-        .post("/_synapse/admin/v2/users/{user_id}/delete_devices", delete_devices)
-        .get("/_synapse/admin/v2/users/{user_id}/devices/{device_id}", device)
-        .put("/_synapse/admin/v2/users/{user_id}/devices/{device_id}", rename_device)
-        .delete("/_synapse/admin/v2/users/{user_id}/devices/{device_id}", delete_device)
+        .post(
+            "/_synapse/admin/v2/users/{user_id}/delete_devices",
+            delete_devices,
+        )
+        .get(
+            "/_synapse/admin/v2/users/{user_id}/devices/{device_id}",
+            device,
+        )
+        .put(
+            "/_synapse/admin/v2/users/{user_id}/devices/{device_id}",
+            rename_device,
+        )
+        .delete(
+            "/_synapse/admin/v2/users/{user_id}/devices/{device_id}",
+            delete_device,
+        )
         .get("/_synapse/admin/v1/whois/{user_id}", whois)
         .post("/_synapse/admin/v1/users/{user_id}/shadow_ban", shadow_ban)
-        .delete("/_synapse/admin/v1/users/{user_id}/shadow_ban", unshadow_ban)
-        .get("/_synapse/admin/v1/users/{user_id}/override_ratelimit", get_ratelimit)
-        .post("/_synapse/admin/v1/users/{user_id}/override_ratelimit", set_ratelimit)
-        .delete("/_synapse/admin/v1/users/{user_id}/override_ratelimit", delete_ratelimit)
+        .delete(
+            "/_synapse/admin/v1/users/{user_id}/shadow_ban",
+            unshadow_ban,
+        )
+        .get(
+            "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+            get_ratelimit,
+        )
+        .post(
+            "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+            set_ratelimit,
+        )
+        .delete(
+            "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+            delete_ratelimit,
+        )
 }
 
 async fn list(

@@ -132,6 +132,10 @@ pub struct Listeners {
     /// Server-Server API (federation, the key server), over TLS when `[tls]` is
     /// set. Unset: no federation listener.
     pub federation: Option<SocketAddr>,
+    /// Bind the client listener with `SO_REUSEPORT`, so several server
+    /// processes on one host can share its port and the kernel spreads new
+    /// connections over them (each process has its own file limit).
+    pub reuse_port: bool,
 }
 
 /// The certificate the federation listener presents.
@@ -294,6 +298,7 @@ impl Default for Listeners {
         Self {
             client: SocketAddr::from(([127, 0, 0, 1], 8008)),
             federation: None,
+            reuse_port: false,
         }
     }
 }

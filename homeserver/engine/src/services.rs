@@ -115,6 +115,7 @@ impl Services {
             rooms.clone(),
             federation.clone(),
             crate::federation::rooms::EduServices {
+                keys: keys.clone(),
                 typing: typing.clone(),
                 receipts: receipts.clone(),
                 presence: presence.clone(),

@@ -2226,3 +2226,78 @@ async fn e2ee_device_list_changes_follow_room_sharing(s: &Storage) {
         "no longer shared"
     );
 }
+
+// ----- group commit: concurrent sends share a transaction, not a fate -----
+
+conformance!(concurrent_sends_commit_together_and_fail_alone);
+
+/// Sends into many rooms at once are written together (one transaction on
+/// SQLite's single writer); each still lands exactly as if written alone, each
+/// room's forward extremity is its own event, and one send that conflicts
+/// fails alone without taking the others in its batch down with it.
+async fn concurrent_sends_commit_together_and_fail_alone(s: &Storage) {
+    let t = s.timeline.as_ref();
+    let rooms: Vec<String> = (0..8).map(|i| format!("!g{i}:example.org")).collect();
+    for (i, room_id) in rooms.iter().enumerate() {
+        let base = 1 + 2 * i as i64;
+        create_room_with_alice(s, room_id, base, base).await;
+    }
+    let key = "send/!g0:example.org/m.room.message|t";
+    t.persist_event(
+        &Ev::message(&rooms[0], 20, "$first", ALICE, "first")
+            .before(2)
+            .txn("PHONE", key, "t")
+            .build(),
+    )
+    .await
+    .unwrap();
+
+    // One message per room, plus a replay of the first txn id, all at once.
+    let mut sends: Vec<_> = rooms
+        .iter()
+        .enumerate()
+        .map(|(i, room_id)| {
+            Ev::message(room_id, 30 + i as i64, &format!("$m{i}"), ALICE, "hi")
+                .before(2 + 2 * i as i64)
+                .txn("PHONE", &format!("send/{room_id}/m.room.message|m{i}"), "m")
+                .build()
+        })
+        .collect();
+    sends.push(
+        Ev::message(&rooms[0], 40, "$replay", ALICE, "again")
+            .before(2)
+            .txn("PHONE", key, "t")
+            .build(),
+    );
+    let results = futures::future::join_all(sends.iter().map(|ev| t.persist_event(ev))).await;
+
+    assert!(
+        results[8].is_err(),
+        "the replayed txn id is refused: {:?}",
+        results[8]
+    );
+    assert!(t.get_event("$replay").await.unwrap().is_none());
+    for (i, room_id) in rooms.iter().enumerate() {
+        assert!(results[i].is_ok(), "send {i}: {:?}", results[i]);
+        let ev = t.get_event(&format!("$m{i}")).await.unwrap().unwrap();
+        assert_eq!(
+            (ev.stream_pos, ev.room_id.as_str()),
+            (30 + i as i64, room_id.as_str())
+        );
+        let txn = format!("send/{room_id}/m.room.message|m{i}");
+        assert_eq!(
+            t.find_txn(ALICE, "PHONE", &txn).await.unwrap(),
+            Some(format!("$m{i}"))
+        );
+        assert_eq!(
+            s.rooms.forward_extremities(room_id).await.unwrap(),
+            vec![format!("$m{i}")],
+            "each room's extremity is its own latest event"
+        );
+    }
+    assert_eq!(
+        t.find_txn(ALICE, "PHONE", key).await.unwrap().as_deref(),
+        Some("$first"),
+        "the first send keeps its txn id"
+    );
+}

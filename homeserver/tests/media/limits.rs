@@ -79,6 +79,9 @@ async fn bombs_and_corrupt_images_are_refused_cleanly() {
     let mut bomb = png(&halves(4, 4));
     bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
     bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    // With a valid header checksum, as a crafted bomb would have.
+    let crc = crc32(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
     upload(&base, &t, &bomb, None, "image/png")
         .await
         .assert_error(413, "M_TOO_LARGE");

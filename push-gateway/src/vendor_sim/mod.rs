@@ -14,16 +14,23 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use push_gateway::vendor_sim::{Answer, FcmSim};
-//! let dir = std::env::temp_dir();
+//! use push_gateway::vendor_sim::{Answer, ApnsSim, FcmSim};
+//! use std::time::Duration;
+//! let dir = tempfile::tempdir()?; // holds the generated key files
 //! let fcm = FcmSim::start().await?;
-//! let mut config = push_gateway::Config::from_toml("listen = \"127.0.0.1:0\"", std::iter::empty())?;
-//! config.apps.insert("com.example.android".into(), fcm.app_config(&dir)?);
+//! let apns = ApnsSim::start("com.example.ios").await?; // the apns-topic it accepts
+//! let mut config = push_gateway::Config::default();
+//! config.listen = "127.0.0.1:0".parse()?; // any free port; see `gateway.addr`
+//! config.apps.insert("com.example.android".into(), fcm.app_config(dir.path())?);
+//! config.apps.insert("com.example.ios".into(), apns.app_config(dir.path())?);
 //! let gateway = push_gateway::start(config).await?;
-//! fcm.script("dead-token", Answer::Unregistered);
-//! // ... POST to gateway.notify_url(), then:
-//! let delivered = fcm.wait_for_deliveries(1, std::time::Duration::from_secs(5)).await;
+//! // Pushers get `data.url = gateway.notify_url()`.
+//! fcm.script("dead-token", Answer::Unregistered); // -> "rejected": ["dead-token"]
+//! // ... the homeserver notifies pushkey "live-token" of app com.example.android, then:
+//! let delivered = fcm.wait_for_deliveries(1, Duration::from_secs(5)).await;
 //! assert_eq!(delivered[0].token, "live-token");
+//! assert_eq!(delivered[0].message["data"]["event_id"], "$event");
+//! gateway.shutdown().await;
 //! # Ok(()) }
 //! ```
 

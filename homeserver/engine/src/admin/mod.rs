@@ -16,6 +16,7 @@
 //! instance learns of a change at its next restart.
 
 mod federation;
+mod media;
 mod rooms;
 mod server;
 mod shutdown;
@@ -105,7 +106,9 @@ impl AdminService {
         let user_id = UserId::parse(raw)
             .map_err(|_| Error::invalid_param(format!("Invalid user id: {raw}")))?;
         if !self.core.is_local(user_id.server_name()) {
-            return Err(Error::invalid_param("Only local users can be administered."));
+            return Err(Error::invalid_param(
+                "Only local users can be administered.",
+            ));
         }
         Ok(user_id)
     }

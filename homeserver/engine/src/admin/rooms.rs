@@ -114,17 +114,17 @@ fn sort_rooms(rooms: &mut [Summary], order_by: &str) -> Result<()> {
     let cmp: Box<dyn Fn(&Summary, &Summary) -> Ordering> = match order_by {
         "name" | "alphabetical" => Box::new(text("m.room.name", "name")),
         "canonical_alias" => Box::new(text("m.room.canonical_alias", "alias")),
-        "joined_members" | "size" => Box::new(|a: &Summary, b: &Summary| {
-            b.stats.joined_members.cmp(&a.stats.joined_members)
-        }),
+        "joined_members" | "size" => {
+            Box::new(|a: &Summary, b: &Summary| b.stats.joined_members.cmp(&a.stats.joined_members))
+        }
         "joined_local_members" => Box::new(|a: &Summary, b: &Summary| {
             b.stats
                 .joined_local_members
                 .cmp(&a.stats.joined_local_members)
         }),
-        "state_events" => Box::new(|a: &Summary, b: &Summary| {
-            b.stats.state_events.cmp(&a.stats.state_events)
-        }),
+        "state_events" => {
+            Box::new(|a: &Summary, b: &Summary| b.stats.state_events.cmp(&a.stats.state_events))
+        }
         "version" => Box::new(|a: &Summary, b: &Summary| {
             let v = |s: &Summary| s.stats.room_version.parse::<i64>().unwrap_or(0);
             v(b).cmp(&v(a))
@@ -285,7 +285,13 @@ impl AdminService {
     pub async fn room_block_status(&self, raw_room_id: &str) -> Result<Value> {
         let room_id = parse_room_id(raw_room_id)?;
         Ok(
-            match self.core.storage.admin.room_blocked_by(room_id.as_str()).await? {
+            match self
+                .core
+                .storage
+                .admin
+                .room_blocked_by(room_id.as_str())
+                .await?
+            {
                 Some(by) => json!({"block": true, "user_id": by}),
                 None => json!({"block": false}),
             },
@@ -294,7 +300,12 @@ impl AdminService {
 
     /// `PUT /_synapse/admin/v1/rooms/{roomId}/block`. Blocking a room unknown
     /// here pre-empts it; both directions are idempotent.
-    pub async fn set_room_block(&self, admin: &UserId, raw_room_id: &str, block: bool) -> Result<Value> {
+    pub async fn set_room_block(
+        &self,
+        admin: &UserId,
+        raw_room_id: &str,
+        block: bool,
+    ) -> Result<Value> {
         let room_id = parse_room_id(raw_room_id)?;
         self.core
             .storage
@@ -308,7 +319,11 @@ impl AdminService {
     /// state event (and the latest events, which later events point at).
     /// Runs before answering; the job is recorded so its status can be read
     /// at `/_synapse/admin/v1/purge_history_status/{purgeId}` as in Synapse.
-    pub async fn purge_history(&self, raw_room_id: &str, req: PurgeHistoryRequest) -> Result<Value> {
+    pub async fn purge_history(
+        &self,
+        raw_room_id: &str,
+        req: PurgeHistoryRequest,
+    ) -> Result<Value> {
         let room_id = self.require_room(raw_room_id).await?;
         let before_pos = match &req.event_id {
             Some(id) => {

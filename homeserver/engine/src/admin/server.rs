@@ -67,7 +67,9 @@ impl AdminService {
         }
         let sender = self.notices_user().await?;
         if sender == target {
-            return Err(Error::invalid_param("The notices account cannot notify itself."));
+            return Err(Error::invalid_param(
+                "The notices account cannot notify itself.",
+            ));
         }
         let room_id = self.notice_room_for(&sender, &target).await?;
         let draft = match notice.state_key {

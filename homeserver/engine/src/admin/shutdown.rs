@@ -251,7 +251,10 @@ impl AdminService {
                 },
             )
             .await?;
-        let body = req.message.clone().unwrap_or_else(|| DEFAULT_MESSAGE.into());
+        let body = req
+            .message
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MESSAGE.into());
         self.rooms
             .send(
                 &room_id,

@@ -114,7 +114,9 @@ impl AdminService {
             .create_registration_token(&token, req.uses_allowed, req.expiry_time)
             .await?
         {
-            return Err(Error::invalid_param(format!("Token already exists: {token}")));
+            return Err(Error::invalid_param(format!(
+                "Token already exists: {token}"
+            )));
         }
         self.registration_token(&token).await
     }

@@ -199,7 +199,9 @@ impl AdminService {
             }
         }
         if let Some(url) = &req.avatar_url {
-            self.accounts.set_avatar_url(&user_id, url.as_deref()).await?;
+            self.accounts
+                .set_avatar_url(&user_id, url.as_deref())
+                .await?;
         }
         let was_deactivated = existing.as_ref().is_some_and(|u| u.deactivated);
         match req.deactivated {

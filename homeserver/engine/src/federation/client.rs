@@ -161,6 +161,10 @@ impl FederationClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
+            // HTTP/1.1, whatever other crates enable: the spec's `Host` header
+            // (the server name) differs from the URL's authority after SRV or
+            // an override, which HTTP/2's `:authority` cannot express.
+            .http1_only()
             // Federation requests are signed for one URI; never follow redirects.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("homeserver/", env!("CARGO_PKG_VERSION")));

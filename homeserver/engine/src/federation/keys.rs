@@ -17,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::Method;
 use ruma::{
     room_version_rules::RoomVersionRules,
     serde::Base64,
@@ -32,7 +31,7 @@ use super::client::FederationClient;
 use crate::{
     core::Core,
     error::{Error, Result},
-    storage::{KeyResponseRecord, ServerKeyRecord},
+    storage::ServerKeyRecord,
     util::now_ms,
 };
 

@@ -571,6 +571,10 @@ impl RoomFederation {
         let mut ordered: Vec<&CheckedPdu> = by_id.values().collect();
         ordered.sort_by_key(|c| c.pdu.depth);
         let mut rejected = std::collections::HashSet::new();
+        let create_pdu = by_id
+            .values()
+            .find(|c| c.pdu.kind.to_string() == "m.room.create" && c.pdu.state_key.as_deref() == Some(""))
+            .map(|c| Arc::new(c.pdu.clone()));
         let pdus: HashMap<&EventId, &Pdu> = by_id.iter().map(|(k, v)| (&**k, &v.pdu)).collect();
         for c in &ordered {
             let mut auth_state = crate::events::auth::StateMap::new();
@@ -586,6 +590,14 @@ impl RoomFederation {
                         }
                     }
                     _ => missing = true,
+                }
+            }
+            // Room version 12 leaves the create event out of `auth_events`.
+            if let Some(create) = &create_pdu {
+                if c.pdu.kind.to_string() != "m.room.create" {
+                    auth_state
+                        .entry(("m.room.create".into(), String::new()))
+                        .or_insert_with(|| create.clone());
                 }
             }
             let ok = !missing

@@ -13,6 +13,8 @@ pub mod access;
 pub mod authentication;
 pub mod client;
 pub mod discovery;
+pub mod dns;
+pub mod e2ee;
 pub mod edu;
 pub mod key_queries;
 pub mod keys;

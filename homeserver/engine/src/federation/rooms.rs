@@ -21,6 +21,7 @@ use crate::{
     core::Core,
     error::{Error, Result},
     events::{builder, Pdu},
+    keys::KeysService,
     presence::PresenceService,
     receipts::ReceiptService,
     rooms::RoomService,
@@ -35,8 +36,9 @@ pub struct RoomFederation {
     pub edus: EduServices,
 }
 
-/// The services inbound EDUs are handed to.
+/// The services federation hands ephemeral data and key requests to.
 pub struct EduServices {
+    pub keys: KeysService,
     pub typing: TypingService,
     pub receipts: ReceiptService,
     pub presence: PresenceService,

@@ -97,7 +97,13 @@ impl RoomFederation {
             Ok(None) => return (None, Err(Error::not_found("Unknown room"))),
             Err(e) => return (None, Err(e)),
         };
-        let version = room.read().await.version.clone();
+        let (version, denied) = {
+            let st = room.read().await;
+            (st.version.clone(), !server_acl_allows(&st, origin))
+        };
+        if denied {
+            return (None, Err(Error::forbidden("Server is banned by the room's ACL.")));
+        }
         let checked = match self.check_pdu(&room_id, &version, value).await {
             Ok(c) => c,
             Err(e) => return (None, Err(e)),
@@ -367,4 +373,27 @@ impl RoomFederation {
             .record_state_after(event_id.as_str(), id)
             .await
     }
+}
+
+/// Whether the room's `m.room.server_acl` lets `server` take part.
+pub fn server_acl_allows(st: &RoomState, server: &ServerName) -> bool {
+    let Some(acl) = st.state_event("m.room.server_acl", "") else {
+        return true;
+    };
+    let content = acl.content_value();
+    let host = server.host();
+    if !content["allow_ip_literals"].as_bool().unwrap_or(true)
+        && (host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('['))
+    {
+        return false;
+    }
+    let matches = |key: &str| {
+        content[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|pattern| crate::federation::access::glob_match(pattern, host))
+    };
+    !matches("deny") && matches("allow")
 }

@@ -205,6 +205,16 @@ impl MediaService {
     /// The record of `mxc://origin/media_id`, fetching remote media through
     /// federation when a fetcher is installed.
     pub async fn get(&self, origin: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
+        // Quarantined through the admin API: served as absent.
+        if self
+            .core
+            .storage
+            .admin
+            .media_quarantined(origin.as_str(), media_id)
+            .await?
+        {
+            return Ok(None);
+        }
         if let Some(r) = self
             .core
             .storage

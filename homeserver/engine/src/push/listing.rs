@@ -31,12 +31,15 @@ impl PushService {
             .map(|l| (l as usize).clamp(1, MAX_LIMIT))
             .unwrap_or(DEFAULT_LIMIT);
         let only_highlight = only.is_some_and(|o| o.contains("highlight"));
-        let records = self
+        // One more than asked tells whether another page exists.
+        let mut records = self
             .core
             .storage
             .push
-            .notifications(user_id, before, limit, only_highlight)
+            .notifications(user_id, before, limit + 1, only_highlight)
             .await?;
+        let more = records.len() > limit;
+        records.truncate(limit);
         let now = now_ms();
         let mut out = Vec::with_capacity(records.len());
         for r in &records {
@@ -52,7 +55,7 @@ impl PushService {
             }));
         }
         let mut body = json!({"notifications": out});
-        if records.len() == limit {
+        if more {
             if let Some(last) = records.last() {
                 body["next_token"] = json!(last.stream_pos.to_string());
             }

@@ -26,7 +26,9 @@ impl RoomService {
             .await?
             .is_some()
         {
-            return Err(Error::forbidden("This room has been blocked on this server."));
+            return Err(Error::forbidden(
+                "This room has been blocked on this server.",
+            ));
         }
         let room = self
             .get(room_id)

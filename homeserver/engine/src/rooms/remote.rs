@@ -92,6 +92,12 @@ impl RoomService {
                 auth_state.insert((a.kind.to_string(), k.clone()), a.clone());
             }
         }
+        // Room version 12 leaves the create event out of `auth_events`.
+        if let Some(create) = st.state_event("m.room.create", "") {
+            auth_state
+                .entry(("m.room.create".into(), String::new()))
+                .or_insert_with(|| create.clone());
+        }
         if let Err(e) = check(st, &pdu, &auth_state, &auth_state) {
             return self.store_excluded(st, &pdu, json, true, &e).await;
         }
@@ -329,6 +335,24 @@ impl RoomService {
             );
         }
         self.core.complete(pos, wake);
+        // Our users are notified of events from other servers like any other.
+        self.core.push_jobs.event_persisted(crate::storage::PersistEvent {
+            stream_pos: pos,
+            event_id: write.event_id,
+            room_id: write.room_id,
+            event_type: write.event_type,
+            state_key: write.state_key,
+            sender: write.sender,
+            origin_server_ts: write.origin_server_ts,
+            depth: write.depth,
+            pdu_json: write.pdu_json,
+            state_before: write.state_before,
+            state_after: None,
+            forward_extremities: Vec::new(),
+            txn: None,
+            membership: memberships.first().map(|(_, m, _)| m.clone()),
+            redaction: None,
+        });
         Ok(())
     }
 
@@ -369,10 +393,15 @@ fn check(
     state: &auth::StateMap,
     auth_events: &auth::StateMap,
 ) -> std::result::Result<(), String> {
-    let by_id: HashMap<&EventId, &Pdu> = auth_events
+    let mut by_id: HashMap<&EventId, &Pdu> = auth_events
         .values()
         .map(|p| (&*p.event_id, &**p))
         .collect();
+    // From room version 12 the create event is not listed in `auth_events`:
+    // the rules find it through the room id.
+    if let Some(create) = st.state_event("m.room.create", "") {
+        by_id.insert(&*create.event_id, &**create);
+    }
     auth::check(&st.rules.authorization, pdu, state, &by_id).map_err(|e| e.to_string())
 }
 

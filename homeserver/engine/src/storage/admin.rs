@@ -103,6 +103,17 @@ pub struct RegistrationTokenRecord {
     pub expiry_ts: Option<i64>,
 }
 
+/// A user's upload as the admin API lists it.
+#[derive(Clone, Debug)]
+pub struct AdminMediaRecord {
+    pub media_id: String,
+    pub content_type: Option<String>,
+    pub upload_name: Option<String>,
+    pub size: Option<i64>,
+    pub created_ts: i64,
+    pub quarantined_by: Option<String>,
+}
+
 /// A field of an update: leave as is, or set (possibly to null).
 pub type Patch<T> = Option<Option<T>>;
 
@@ -120,8 +131,7 @@ pub trait AdminStore: Send + Sync {
     async fn set_erased(&self, user_id: &str) -> Result<()>;
 
     /// `Some((messages_per_second, burst_count))` sets, `None` removes.
-    async fn set_ratelimit_override(&self, user_id: &str, value: Option<(i64, i64)>)
-        -> Result<()>;
+    async fn set_ratelimit_override(&self, user_id: &str, value: Option<(i64, i64)>) -> Result<()>;
     async fn ratelimit_overrides(&self) -> Result<Vec<(String, i64, i64)>>;
 
     /// Statistics of every room, or of one.
@@ -167,6 +177,22 @@ pub trait AdminStore: Send + Sync {
     ) -> Result<bool>;
     /// Returns `false` if the token did not exist.
     async fn delete_registration_token(&self, token: &str) -> Result<bool>;
+
+    /// A user's uploads, newest first, and how many there are.
+    async fn user_media(
+        &self,
+        user_id: &str,
+        from: i64,
+        limit: i64,
+    ) -> Result<(Vec<AdminMediaRecord>, i64)>;
+    /// Quarantines (`Some(admin)`) or releases (`None`) a media item.
+    async fn set_media_quarantined(
+        &self,
+        origin: &str,
+        media_id: &str,
+        by: Option<&str>,
+    ) -> Result<()>;
+    async fn media_quarantined(&self, origin: &str, media_id: &str) -> Result<bool>;
 
     async fn counts(&self, events_since_ts: i64) -> Result<ServerCounts>;
 }

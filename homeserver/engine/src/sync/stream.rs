@@ -5,16 +5,30 @@
 //! 7 for ever. Readers therefore only see [`StreamTracker::current`]: the highest
 //! position below which every allocated position has completed. Wake-ups for a
 //! position are held back until it becomes visible, so no wake-up is lost.
+//!
+//! A position whose writer never reports back (its request future was dropped
+//! when the client disconnected mid-write) would hold the watermark, and with
+//! it every later wake-up on the server, for ever. So a position still open
+//! [`ABANDON_AFTER`] after it was allocated is treated as abandoned: the
+//! watermark moves past it, loudly. Writers finish or fail long before that
+//! (SQLite's busy timeout is 10 s), so only a leaked position is ever skipped.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use parking_lot::Mutex;
 
 use super::notifier::WakeTarget;
 use crate::storage::StreamPos;
 
+/// How long an allocated position may stay open before it counts as leaked.
+pub const ABANDON_AFTER: Duration = Duration::from_secs(30);
+
 pub struct StreamTracker {
     inner: Mutex<Inner>,
+    abandon_after: Duration,
 }
 
 struct Inner {
@@ -22,6 +36,8 @@ struct Inner {
     current: StreamPos,
     /// Completed positions above `current`, with the wake-ups they carry.
     done: BTreeMap<StreamPos, Vec<WakeTarget>>,
+    /// Allocated, not yet completed positions, with when they were allocated.
+    open: BTreeMap<StreamPos, Instant>,
 }
 
 impl StreamTracker {
@@ -32,7 +48,9 @@ impl StreamTracker {
                 next: persisted_max + 1,
                 current: persisted_max,
                 done: BTreeMap::new(),
+                open: BTreeMap::new(),
             }),
+            abandon_after: ABANDON_AFTER,
         }
     }
 
@@ -40,6 +58,7 @@ impl StreamTracker {
         let mut inner = self.inner.lock();
         let pos = inner.next;
         inner.next += 1;
+        inner.open.insert(pos, Instant::now());
         pos
     }
 
@@ -52,16 +71,32 @@ impl StreamTracker {
     /// wake-ups that became due, in position order.
     pub fn complete(&self, pos: StreamPos, wake: Vec<WakeTarget>) -> Vec<WakeTarget> {
         let mut inner = self.inner.lock();
+        inner.open.remove(&pos);
+        if pos <= inner.current {
+            // Completed after it was given up as abandoned: readers have moved
+            // past it, so incremental syncs will not carry it (history will).
+            tracing::warn!(pos, "a stream position completed after it was abandoned");
+            return Vec::new();
+        }
         inner.done.insert(pos, wake);
         let mut due = Vec::new();
         loop {
             let next = inner.current + 1;
-            match inner.done.remove(&next) {
-                Some(targets) => {
+            if let Some(targets) = inner.done.remove(&next) {
+                inner.current = next;
+                due.extend(targets);
+                continue;
+            }
+            match inner.open.get(&next) {
+                Some(at) if at.elapsed() >= self.abandon_after => {
+                    tracing::warn!(
+                        pos = next,
+                        "stream position abandoned by its writer; moving past it"
+                    );
+                    inner.open.remove(&next);
                     inner.current = next;
-                    due.extend(targets);
                 }
-                None => break,
+                _ => break,
             }
         }
         due
@@ -71,6 +106,31 @@ impl StreamTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_position_stops_holding_the_watermark() {
+        let mut t = StreamTracker::new(0);
+        t.abandon_after = Duration::ZERO;
+        let leaked = t.allocate();
+        let b = t.allocate();
+        let due = t.complete(b, vec![WakeTarget::User("@b:x".into())]);
+        assert_eq!(t.current(), b);
+        assert_eq!(due, vec![WakeTarget::User("@b:x".into())]);
+        // A late completion neither moves the watermark back nor wakes anyone.
+        assert!(t
+            .complete(leaked, vec![WakeTarget::User("@l:x".into())])
+            .is_empty());
+        assert_eq!(t.current(), b);
+    }
+
+    #[test]
+    fn open_positions_hold_the_watermark_until_abandoned() {
+        let t = StreamTracker::new(0);
+        let _slow = t.allocate();
+        let b = t.allocate();
+        assert!(t.complete(b, Vec::new()).is_empty());
+        assert_eq!(t.current(), 0);
+    }
 
     #[test]
     fn visibility_waits_for_gaps() {

@@ -41,3 +41,11 @@ CREATE TABLE admin_jobs (
 CREATE INDEX admin_jobs_room ON admin_jobs (room_id, started_ts);
 -- "Events today" in the server statistics, and purging history by timestamp.
 CREATE INDEX events_ts ON events (origin_server_ts);
+-- Media an admin quarantined: downloads and thumbnails answer 404.
+CREATE TABLE quarantined_media (
+    origin TEXT NOT NULL,
+    media_id TEXT NOT NULL,
+    quarantined_by TEXT NOT NULL,
+    quarantined_ts BIGINT NOT NULL,
+    PRIMARY KEY (origin, media_id)
+);

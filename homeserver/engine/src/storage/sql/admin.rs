@@ -8,7 +8,7 @@ use crate::{
     error::Result,
     storage::{
         admin::{
-            AdminJobRecord, AdminStore, AdminUserRecord, HistoryPurge, Patch,
+            AdminJobRecord, AdminMediaRecord, AdminStore, AdminUserRecord, HistoryPurge, Patch,
             RegistrationTokenRecord, RoomStatsRecord, ServerCounts, UserListQuery, UserOrder,
         },
         UserRecord,
@@ -205,11 +205,7 @@ impl AdminStore for SqlStore {
         Ok(())
     }
 
-    async fn set_ratelimit_override(
-        &self,
-        user_id: &str,
-        value: Option<(i64, i64)>,
-    ) -> Result<()> {
+    async fn set_ratelimit_override(&self, user_id: &str, value: Option<(i64, i64)>) -> Result<()> {
         let q = match value {
             Some((per_second, burst)) => sqlx::query(
                 "INSERT INTO ratelimit_overrides (user_id, messages_per_second, burst_count)
@@ -261,7 +257,10 @@ impl AdminStore for SqlStore {
                (SELECT COUNT(*) FROM current_state c WHERE c.room_id = r.room_id) AS state_events
              FROM rooms r{filter}"
         );
-        let suffix = local_suffix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let suffix = local_suffix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(format!("%{suffix}"));
         if let Some(id) = room_id {
             q = q.bind(id);
@@ -436,7 +435,10 @@ impl AdminStore for SqlStore {
                 q = q.bind(ts);
             }
             if let Some(suffix) = &p.keep_sender_suffix {
-                let s = suffix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                let s = suffix
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
                 q = q.bind(format!("%{s}"));
             }
             q
@@ -533,6 +535,80 @@ impl AdminStore for SqlStore {
             .execute(&self.write)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn user_media(
+        &self,
+        user_id: &str,
+        from: i64,
+        limit: i64,
+    ) -> Result<(Vec<AdminMediaRecord>, i64)> {
+        let sql = format!(
+            "SELECT m.media_id, m.content_type, m.upload_name, m.size, m.created_ts, q.quarantined_by
+             FROM media m LEFT JOIN quarantined_media q
+               ON q.origin = m.origin AND q.media_id = m.media_id
+             WHERE m.user_id = $1 ORDER BY m.created_ts DESC, m.media_id LIMIT {} OFFSET {}",
+            limit.max(0),
+            from.max(0)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .fetch_all(&self.read)
+            .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM media WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.read)
+            .await?
+            .try_get("n")?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(AdminMediaRecord {
+                    media_id: r.try_get("media_id")?,
+                    content_type: r.try_get("content_type")?,
+                    upload_name: r.try_get("upload_name")?,
+                    size: r.try_get("size")?,
+                    created_ts: r.try_get("created_ts")?,
+                    quarantined_by: r.try_get("quarantined_by")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((items, total))
+    }
+
+    async fn set_media_quarantined(
+        &self,
+        origin: &str,
+        media_id: &str,
+        by: Option<&str>,
+    ) -> Result<()> {
+        let q = match by {
+            Some(admin) => sqlx::query(
+                "INSERT INTO quarantined_media (origin, media_id, quarantined_by, quarantined_ts)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (origin, media_id) DO NOTHING",
+            )
+            .bind(origin)
+            .bind(media_id)
+            .bind(admin)
+            .bind(now_ms()),
+            None => {
+                sqlx::query("DELETE FROM quarantined_media WHERE origin = $1 AND media_id = $2")
+                    .bind(origin)
+                    .bind(media_id)
+            }
+        };
+        q.execute(&self.write).await?;
+        Ok(())
+    }
+
+    async fn media_quarantined(&self, origin: &str, media_id: &str) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 AS q FROM quarantined_media WHERE origin = $1 AND media_id = $2")
+                .bind(origin)
+                .bind(media_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.is_some())
     }
 
     async fn counts(&self, events_since_ts: i64) -> Result<ServerCounts> {

@@ -73,7 +73,7 @@ async fn run(pool: AnyPool, sqlite: bool, mut rx: mpsc::Receiver<Job>) {
         tracing::trace!(
             size = events.len(),
             micros = started.elapsed().as_micros() as u64,
-            "event batch committed"
+            "event batch written"
         );
         match outcome {
             Ok(()) => {

@@ -115,7 +115,9 @@ impl MediaStore for SqlStore {
 
     async fn user_media_bytes(&self, user_id: &str) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(size), 0) AS total FROM media WHERE user_id = $1 AND size IS NOT NULL",
+            // PostgreSQL sums BIGINT as NUMERIC: cast back for the Any driver.
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM media
+             WHERE user_id = $1 AND size IS NOT NULL",
         )
         .bind(user_id)
         .fetch_one(&self.read)
