@@ -16,6 +16,7 @@
 
 mod connections;
 mod fanout;
+mod federation;
 mod latency;
 mod load;
 mod matrix;
@@ -56,6 +57,8 @@ enum Command {
     PushRules(push_rules::Args),
     /// Thumbnails/s for a 12 MP JPEG, upload MB/s, peak RSS of a 200 MB upload.
     Media(media::Args),
+    /// Replication latency, inbound PDUs/s and remote join time between two servers.
+    Federation(federation::Args),
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn main() -> ExitCode {
         Command::Fanout(args) => fanout::run(args).await,
         Command::PushRules(args) => push_rules::run(args).await,
         Command::Media(args) => media::run(args).await,
+        Command::Federation(args) => federation::run(args).await,
     };
     report(result)
 }

@@ -107,11 +107,14 @@ fn cmp_text(a: Option<String>, b: Option<String>) -> Ordering {
     }
 }
 
+/// Compares two rooms for one `order_by`.
+type RoomOrder = dyn Fn(&Summary, &Summary) -> Ordering;
+
 fn sort_rooms(rooms: &mut [Summary], order_by: &str) -> Result<()> {
     let text = |t: &'static str, k: &'static str| {
         move |a: &Summary, b: &Summary| cmp_text(a.text(t, k), b.text(t, k))
     };
-    let cmp: Box<dyn Fn(&Summary, &Summary) -> Ordering> = match order_by {
+    let cmp: Box<RoomOrder> = match order_by {
         "name" | "alphabetical" => Box::new(text("m.room.name", "name")),
         "canonical_alias" => Box::new(text("m.room.canonical_alias", "alias")),
         "joined_members" | "size" => {
