@@ -67,7 +67,11 @@ async fn join_via(http: &reqwest::Client, who: &Session, room: &str, via: &str) 
         .await
         .context("POST /join")?;
     if !resp.status().is_success() {
-        bail!("join failed: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+        bail!(
+            "join failed: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -103,9 +107,7 @@ pub async fn run(args: Args) -> Result<()> {
     let b = server(&args.b, &args.registration_shared_secret);
     let alice = register_user(&http, &a, &format!("fa{id}")).await?;
     let bob = register_user(&http, &b, &format!("fb{id}")).await?;
-    let room = alice
-        .create_room(&json!({"preset": "public_chat"}))
-        .await?;
+    let room = alice.create_room(&json!({"preset": "public_chat"})).await?;
     join_via(&http, &bob, &room, &args.a_server).await?;
     let (first, _) = bob.sync(None, FILTER, 0).await?;
     let mut since = Some(first.next_batch);
@@ -116,7 +118,11 @@ pub async fn run(args: Args) -> Result<()> {
         let marker = format!("lat-{id}-{i}");
         let started = Instant::now();
         alice
-            .send_message(&room, &format!("t{id}-{i}"), &json!({"msgtype": "m.text", "body": marker}))
+            .send_message(
+                &room,
+                &format!("t{id}-{i}"),
+                &json!({"msgtype": "m.text", "body": marker}),
+            )
             .await?;
         let mut wanted = [marker].into_iter().collect();
         let arrived = await_markers(&bob, &mut since, &room, &mut wanted).await?;

@@ -108,7 +108,8 @@ async fn get_rule_route(
 
 /// The rule a `PUT` creates, from ruma's parsed body.
 fn new_rule(rule: &NewPushRule) -> ApiResult<(String, PushRule)> {
-    let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|e| Error::bad_json(e.to_string()));
+    let to_json =
+        |v: Result<Value, serde_json::Error>| v.map_err(|e| Error::bad_json(e.to_string()));
     let (kind, value) = match rule {
         NewPushRule::Override(r) => ("override", to_json(serde_json::to_value(r))?),
         NewPushRule::Underride(r) => ("underride", to_json(serde_json::to_value(r))?),
@@ -201,7 +202,9 @@ async fn set_enabled_route(
                     Ok(())
                 }
                 None if known => Err(Error::not_found("Push rule not found.")),
-                None => Err(Error::invalid_param(format!("Unknown push rule kind {kind}"))),
+                None => Err(Error::invalid_param(format!(
+                    "Unknown push rule kind {kind}"
+                ))),
             }
         })
         .await?;
@@ -246,7 +249,9 @@ async fn set_actions_route(
                     Ok(())
                 }
                 None if known => Err(Error::not_found("Push rule not found.")),
-                None => Err(Error::invalid_param(format!("Unknown push rule kind {kind}"))),
+                None => Err(Error::invalid_param(format!(
+                    "Unknown push rule kind {kind}"
+                ))),
             }
         })
         .await?;

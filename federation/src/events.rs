@@ -55,7 +55,9 @@ async fn state(
     Query(q): Query<AtEvent>,
     Origin(origin): Origin,
 ) -> FedResult<Json<Value>> {
-    Ok(Json(s.fed_rooms.state(&origin, &room_id, &q.event_id).await?))
+    Ok(Json(
+        s.fed_rooms.state(&origin, &room_id, &q.event_id).await?,
+    ))
 }
 
 async fn state_ids(
@@ -65,7 +67,9 @@ async fn state_ids(
     Origin(origin): Origin,
 ) -> FedResult<Json<Value>> {
     Ok(Json(
-        s.fed_rooms.state_ids(&origin, &room_id, &q.event_id).await?,
+        s.fed_rooms
+            .state_ids(&origin, &room_id, &q.event_id)
+            .await?,
     ))
 }
 
@@ -112,7 +116,9 @@ async fn backfill(
         return Err(FedError(Error::missing_param("v is required")));
     }
     Ok(Json(
-        s.fed_rooms.backfill(&origin, &room_id, &from, limit).await?,
+        s.fed_rooms
+            .backfill(&origin, &room_id, &from, limit)
+            .await?,
     ))
 }
 

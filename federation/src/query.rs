@@ -74,7 +74,9 @@ async fn directory(
     Origin(_origin): Origin,
 ) -> FedResult<Json<Value>> {
     if !s.core.is_local(q.room_alias.server_name()) {
-        return Err(FedError(Error::invalid_param("Not an alias of this server.")));
+        return Err(FedError(Error::invalid_param(
+            "Not an alias of this server.",
+        )));
     }
     let (room_id, _) = s
         .core

@@ -16,7 +16,10 @@ use crate::{auth::FedRequest, error::FedResult};
 type AppState = Arc<Services>;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/_matrix/federation/v1/send/{txn_id}", put(send_transaction))
+    Router::new().route(
+        "/_matrix/federation/v1/send/{txn_id}",
+        put(send_transaction),
+    )
 }
 
 async fn send_transaction(

@@ -21,7 +21,10 @@ type AppState = Arc<Services>;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/_matrix/federation/v1/user/devices/{user_id}", get(devices))
+        .route(
+            "/_matrix/federation/v1/user/devices/{user_id}",
+            get(devices),
+        )
         .route("/_matrix/federation/v1/user/keys/query", post(keys_query))
         .route("/_matrix/federation/v1/user/keys/claim", post(keys_claim))
 }
@@ -31,11 +34,15 @@ async fn devices(
     Path(user_id): Path<OwnedUserId>,
     Origin(origin): Origin,
 ) -> FedResult<Json<Value>> {
-    Ok(Json(s.fed_rooms.serve_user_devices(&origin, &user_id).await?))
+    Ok(Json(
+        s.fed_rooms.serve_user_devices(&origin, &user_id).await?,
+    ))
 }
 
 async fn keys_query(State(s): State<AppState>, req: FedRequest) -> FedResult<Json<Value>> {
-    Ok(Json(s.fed_rooms.serve_keys_query(&req.origin, &req.body).await?))
+    Ok(Json(
+        s.fed_rooms.serve_keys_query(&req.origin, &req.body).await?,
+    ))
 }
 
 async fn keys_claim(State(s): State<AppState>, req: FedRequest) -> FedResult<Json<Value>> {

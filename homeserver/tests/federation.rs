@@ -106,7 +106,10 @@ async fn remote_join_then_messages_flow_both_ways() {
 
     alice.send_text(&room, "hello bob").await;
     bob.send_text(&room, "hello alice").await;
-    let on_bob = wait_for_bodies(&bob, &room, |b| b.len() >= 2 && b.contains(&"hello alice".into())).await;
+    let on_bob = wait_for_bodies(&bob, &room, |b| {
+        b.len() >= 2 && b.contains(&"hello alice".into())
+    })
+    .await;
     let on_alice = wait_for_bodies(&alice, &room, |b| b.len() >= 3).await;
     assert!(on_bob.contains(&"hello bob".to_owned()), "{on_bob:?}");
     assert_eq!(on_alice, ["before bob", "hello bob", "hello alice"]);
@@ -135,7 +138,10 @@ async fn remote_join_then_messages_flow_both_ways() {
     // arrival order differs; causally ordered ones never do.)
     for prefix in ["a", "b"] {
         let only = |v: &[String]| -> Vec<String> {
-            tail(v).into_iter().filter(|b| b.starts_with(prefix)).collect()
+            tail(v)
+                .into_iter()
+                .filter(|b| b.starts_with(prefix))
+                .collect()
         };
         let expected: Vec<String> = (0..10).map(|i| format!("{prefix}{i}")).collect();
         assert_eq!(only(&on_alice), expected);
@@ -143,7 +149,8 @@ async fn remote_join_then_messages_flow_both_ways() {
     }
     // A reply written after reading the burst comes after all of it everywhere.
     bob.send_text(&room, "after the burst").await;
-    let on_alice = wait_for_bodies(&alice, &room, |b| b.iter().any(|x| x == "after the burst")).await;
+    let on_alice =
+        wait_for_bodies(&alice, &room, |b| b.iter().any(|x| x == "after the burst")).await;
     assert_eq!(on_alice.last().map(String::as_str), Some("after the burst"));
     fed.shutdown().await;
 }
@@ -163,9 +170,16 @@ async fn invites_cross_servers_and_can_be_accepted_or_rejected() {
     loop {
         let sync = bob.sync(None, None, None).await;
         if let Some(inv) = sync["rooms"]["invite"].get(&room) {
-            let events = inv["invite_state"]["events"].as_array().cloned().unwrap_or_default();
-            assert!(events.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret"));
-            assert!(events.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()));
+            let events = inv["invite_state"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(events
+                .iter()
+                .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret"));
+            assert!(events
+                .iter()
+                .any(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()));
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "no invite for bob");
@@ -173,7 +187,10 @@ async fn invites_cross_servers_and_can_be_accepted_or_rejected() {
     }
     // Accepting needs no `via`: the inviting server is known.
     let r = bob
-        .post(&format!("/_matrix/client/v3/rooms/{}/join", common::enc(&room)), json!({}))
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", common::enc(&room)),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     wait_for_membership(&alice, &room, &bob.user_id, "join").await;
@@ -182,8 +199,14 @@ async fn invites_cross_servers_and_can_be_accepted_or_rejected() {
     alice.invite(&room, &carol.user_id).await;
     wait_for_membership(&alice, &room, &carol.user_id, "invite").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !carol.sync(None, None, None).await["rooms"]["invite"].get(&room).is_some_and(|v| v.is_object()) {
-        assert!(tokio::time::Instant::now() < deadline, "no invite for carol");
+    while !carol.sync(None, None, None).await["rooms"]["invite"]
+        .get(&room)
+        .is_some_and(|v| v.is_object())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no invite for carol"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     carol.leave(&room).await;
@@ -216,7 +239,11 @@ async fn three_servers_converge_on_timeline_and_state() {
     alice.send_text(&room, "from alice").await;
     bob.send_text(&room, "from bob").await;
     carol.send_text(&room, "from carol").await;
-    let all = |b: &[String]| ["from alice", "from bob", "from carol"].iter().all(|m| b.iter().any(|x| x == m));
+    let all = |b: &[String]| {
+        ["from alice", "from bob", "from carol"]
+            .iter()
+            .all(|m| b.iter().any(|x| x == m))
+    };
     let a = wait_for_bodies(&alice, &room, all).await;
     let b = wait_for_bodies(&bob, &room, all).await;
     let c = wait_for_bodies(&carol, &room, all).await;
@@ -235,7 +262,11 @@ async fn three_servers_converge_on_timeline_and_state() {
             if r.status == 200 && r.ok()["topic"] == "converged" {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "topic never reached {}", client.user_id);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "topic never reached {}",
+                client.user_id
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -245,7 +276,10 @@ async fn three_servers_converge_on_timeline_and_state() {
         let room = room.clone();
         async move {
             let v = c
-                .get(&format!("/_matrix/client/v3/rooms/{}/joined_members", common::enc(&room)))
+                .get(&format!(
+                    "/_matrix/client/v3/rooms/{}/joined_members",
+                    common::enc(&room)
+                ))
                 .await
                 .ok();
             let mut m: Vec<String> = v["joined"].as_object().unwrap().keys().cloned().collect();
@@ -254,7 +288,11 @@ async fn three_servers_converge_on_timeline_and_state() {
         }
     };
     let expected = {
-        let mut v = vec![alice.user_id.clone(), bob.user_id.clone(), carol.user_id.clone()];
+        let mut v = vec![
+            alice.user_id.clone(),
+            bob.user_id.clone(),
+            carol.user_id.clone(),
+        ];
         v.sort();
         v
     };
@@ -288,12 +326,23 @@ async fn typing_receipts_and_to_device_cross_servers() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     'typing: loop {
         let sync = bob.sync(None, None, None).await;
-        for e in sync["rooms"]["join"][&room]["ephemeral"]["events"].as_array().into_iter().flatten() {
-            if e["type"] == "m.typing" && e["content"]["user_ids"].as_array().is_some_and(|u| u.iter().any(|x| x == alice.user_id.as_str())) {
+        for e in sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if e["type"] == "m.typing"
+                && e["content"]["user_ids"]
+                    .as_array()
+                    .is_some_and(|u| u.iter().any(|x| x == alice.user_id.as_str()))
+            {
                 break 'typing;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "typing never crossed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "typing never crossed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -314,12 +363,21 @@ async fn typing_receipts_and_to_device_cross_servers() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     'receipt: loop {
         let sync = alice.sync(None, None, None).await;
-        for e in sync["rooms"]["join"][&room]["ephemeral"]["events"].as_array().into_iter().flatten() {
-            if e["type"] == "m.receipt" && !e["content"][&event_id]["m.read"][&bob.user_id].is_null() {
+        for e in sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if e["type"] == "m.receipt"
+                && !e["content"][&event_id]["m.read"][&bob.user_id].is_null()
+            {
                 break 'receipt;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "receipt never crossed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "receipt never crossed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -335,11 +393,21 @@ async fn typing_receipts_and_to_device_cross_servers() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let sync = bob.sync(None, None, None).await;
-        let events = sync["to_device"]["events"].as_array().cloned().unwrap_or_default();
-        if events.iter().any(|e| e["type"] == "m.test" && e["content"]["hello"] == "there" && e["sender"] == alice.user_id.as_str()) {
+        let events = sync["to_device"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if events.iter().any(|e| {
+            e["type"] == "m.test"
+                && e["content"]["hello"] == "there"
+                && e["sender"] == alice.user_id.as_str()
+        }) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "to-device never crossed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "to-device never crossed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     fed.shutdown().await;
@@ -375,7 +443,10 @@ async fn bob_message(fed: &Federation, room: &str, bob: &str, body: &str) -> Val
         .build_for(
             &st,
             &user,
-            &engine::events::builder::EventDraft::message("m.room.message", json!({"msgtype": "m.text", "body": body})),
+            &engine::events::builder::EventDraft::message(
+                "m.room.message",
+                json!({"msgtype": "m.text", "body": body}),
+            ),
         )
         .unwrap();
     serde_json::from_str(&built.json).unwrap()
@@ -398,7 +469,15 @@ async fn forged_tampered_and_unauthorised_events_are_not_shown() {
         sigs.retain(|k, _| k == "ed25519:forged");
     }
     let r = send_as_hs2(&fed, vec![forged]).await;
-    assert!(r["pdus"].as_object().unwrap().values().all(|v| v.get("error").is_some()) || r["pdus"].as_object().unwrap().is_empty(), "{r}");
+    assert!(
+        r["pdus"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v.get("error").is_some())
+            || r["pdus"].as_object().unwrap().is_empty(),
+        "{r}"
+    );
 
     // A tampered body (content hash mismatch): kept only redacted.
     let mut tampered = bob_message(&fed, &room, &bob.user_id, "original").await;
@@ -416,7 +495,10 @@ async fn forged_tampered_and_unauthorised_events_are_not_shown() {
     bob.send_text(&room, "legit").await;
     let bodies = wait_for_bodies(&alice, &room, |b| b.iter().any(|x| x == "legit")).await;
     for bad in ["forged", "tampered", "original", "sneaky"] {
-        assert!(!bodies.iter().any(|b| b == bad), "{bad} was shown: {bodies:?}");
+        assert!(
+            !bodies.iter().any(|b| b == bad),
+            "{bad} was shown: {bodies:?}"
+        );
     }
     fed.shutdown().await;
 }

@@ -402,7 +402,12 @@ async fn signed_requests_verify_and_bad_ones_are_refused() {
         parsed.sig.encode()
     );
     let (status, _) = probe
-        .send_raw(Method::GET, "/p", &[synapse_style.clone()], None)
+        .send_raw(
+            Method::GET,
+            "/p",
+            std::slice::from_ref(&synapse_style),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = probe
@@ -478,8 +483,21 @@ async fn signed_requests_verify_and_bad_ones_are_refused() {
         401,
         "M_UNAUTHORIZED",
     );
-    // Denied by hs2's deny list, though correctly signed by hs3.
     let hs3_key = &fed.servers[2].services().core.key;
+    // hs3's key, claiming to be hs1: not one of hs1's keys.
+    let impostor = probe
+        .send(
+            hs3_key,
+            "hs1.test",
+            "hs2.test",
+            Method::GET,
+            "/p",
+            None,
+            None,
+        )
+        .await;
+    refused(impostor, 401, "M_UNAUTHORIZED");
+    // Denied by hs2's deny list, though correctly signed by hs3.
     let denied = probe
         .send(
             hs3_key,

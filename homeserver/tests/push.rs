@@ -85,7 +85,9 @@ async fn pushrules_api_reads_edits_and_errors() {
         rules(&alice, "global/content/").await.ok()[0]["pattern"],
         "alice"
     );
-    let one = rules(&alice, "global/override/.m.rule.is_user_mention").await.ok();
+    let one = rules(&alice, "global/override/.m.rule.is_user_mention")
+        .await
+        .ok();
     assert_eq!(one["conditions"][0]["value"], alice.user_id.as_str());
 
     // Initial sync carries m.push_rules as global account data.
@@ -110,7 +112,9 @@ async fn pushrules_api_reads_edits_and_errors() {
     put("cake", "", cake("cake")).await.ok();
     put("lie", "?before=cake", cake("cake*lie")).await.ok();
     put("pie", "?after=cake", cake("pie")).await.ok();
-    let order: Vec<String> = rules(&alice, "global/override/").await.ok()
+    let order: Vec<String> = rules(&alice, "global/override/")
+        .await
+        .ok()
         .as_array()
         .unwrap()
         .iter()
@@ -128,12 +132,21 @@ async fn pushrules_api_reads_edits_and_errors() {
         .find(|e| e["type"] == "m.push_rules")
         .expect("m.push_rules in incremental sync")
         .clone();
-    assert_eq!(changed["content"]["global"]["override"][1]["rule_id"], "lie");
+    assert_eq!(
+        changed["content"]["global"]["override"][1]["rule_id"],
+        "lie"
+    );
 
     // Errors.
-    put("x", "?before=nope", cake("x")).await.assert_error(404, "M_NOT_FOUND");
-    put("x", "", json!({"conditions": []})).await.assert_error(400, "M_BAD_JSON");
-    put(".m.rule.custom", "", cake("x")).await.assert_error(400, "M_INVALID_PARAM");
+    put("x", "?before=nope", cake("x"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    put("x", "", json!({"conditions": []}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    put(".m.rule.custom", "", cake("x"))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     alice
         .request(
             reqwest::Method::PUT,
@@ -143,19 +156,32 @@ async fn pushrules_api_reads_edits_and_errors() {
         .await
         .assert_error(400, "M_NOT_JSON");
     alice
-        .put(&format!("{V3}/pushrules/global/bogus/x"), json!({"actions": []}))
+        .put(
+            &format!("{V3}/pushrules/global/bogus/x"),
+            json!({"actions": []}),
+        )
         .await
         .assert_error_one_of(&[(400, "M_INVALID_PARAM"), (400, "M_UNRECOGNIZED")]);
     alice
-        .put(&format!("{V3}/pushrules/global/content/x"), json!({"actions": ["notify"]}))
+        .put(
+            &format!("{V3}/pushrules/global/content/x"),
+            json!({"actions": ["notify"]}),
+        )
         .await
         .assert_error_one_of(&[(400, "M_BAD_JSON"), (400, "M_MISSING_PARAM")]);
     alice
-        .put(&format!("{V3}/pushrules/global/room/notaroom"), json!({"actions": []}))
+        .put(
+            &format!("{V3}/pushrules/global/room/notaroom"),
+            json!({"actions": []}),
+        )
         .await
         .assert_error(400, "M_INVALID_PARAM");
-    rules(&alice, "global/override/nope").await.assert_error(404, "M_NOT_FOUND");
-    rules(&alice, "global/bogus/").await.assert_error(400, "M_INVALID_PARAM");
+    rules(&alice, "global/override/nope")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    rules(&alice, "global/bogus/")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     server
         .get(&format!("{V3}/pushrules/"))
         .await
@@ -163,14 +189,23 @@ async fn pushrules_api_reads_edits_and_errors() {
 
     // enabled and actions, on user and default rules.
     let base = format!("{V3}/pushrules/global/underride/.m.rule.message");
-    alice.put(&format!("{base}/enabled"), json!({"enabled": false})).await.ok();
-    assert_eq!(alice.get(&format!("{base}/enabled")).await.ok(), json!({"enabled": false}));
+    alice
+        .put(&format!("{base}/enabled"), json!({"enabled": false}))
+        .await
+        .ok();
+    assert_eq!(
+        alice.get(&format!("{base}/enabled")).await.ok(),
+        json!({"enabled": false})
+    );
     alice
         .put(&format!("{base}/enabled"), json!({"enabled": "no"}))
         .await
         .assert_error(400, "M_BAD_JSON");
     alice
-        .put(&format!("{base}/actions"), json!({"actions": ["notify", {"set_tweak": "sound", "value": "bell"}]}))
+        .put(
+            &format!("{base}/actions"),
+            json!({"actions": ["notify", {"set_tweak": "sound", "value": "bell"}]}),
+        )
         .await
         .ok();
     assert_eq!(
@@ -178,17 +213,28 @@ async fn pushrules_api_reads_edits_and_errors() {
         "bell"
     );
     alice
-        .put(&format!("{V3}/pushrules/global/override/nope/actions"), json!({"actions": []}))
+        .put(
+            &format!("{V3}/pushrules/global/override/nope/actions"),
+            json!({"actions": []}),
+        )
         .await
         .assert_error(404, "M_NOT_FOUND");
     alice
-        .put(&format!("{V3}/pushrules/global/override/nope/enabled"), json!({"enabled": true}))
+        .put(
+            &format!("{V3}/pushrules/global/override/nope/enabled"),
+            json!({"enabled": true}),
+        )
         .await
         .assert_error(404, "M_NOT_FOUND");
 
     // DELETE.
-    alice.delete(&format!("{V3}/pushrules/global/override/cake")).await.ok();
-    rules(&alice, "global/override/cake").await.assert_error(404, "M_NOT_FOUND");
+    alice
+        .delete(&format!("{V3}/pushrules/global/override/cake"))
+        .await
+        .ok();
+    rules(&alice, "global/override/cake")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
     alice
         .delete(&format!("{V3}/pushrules/global/override/cake"))
         .await
@@ -263,18 +309,27 @@ async fn counts_in_sync_per_thread_and_reset_by_receipt_from_another_device() {
         )
         .await;
     eventually("second thread notification", || async {
-        (unread(&bob, &room, Some(&threaded)).await["threads"][&root] == counts(2, 0))
-            .then_some(())
+        (unread(&bob, &room, Some(&threaded)).await["threads"][&root] == counts(2, 0)).then_some(())
     })
     .await;
-    receipt(&bob_phone, "m.read.private", &reply, json!({"thread_id": root})).await.ok();
+    receipt(
+        &bob_phone,
+        "m.read.private",
+        &reply,
+        json!({"thread_id": root}),
+    )
+    .await
+    .ok();
     let split = unread(&bob, &room, Some(&threaded)).await;
     assert_eq!(split["main"], counts(3, 1));
     assert_eq!(split["threads"], json!({}));
 
     // An unthreaded m.read on the first message leaves the later ones unread.
     receipt(&bob_phone, "m.read", &first, json!({})).await.ok();
-    assert_eq!(unread(&bob, &room, Some(&threaded)).await["main"], counts(2, 1));
+    assert_eq!(
+        unread(&bob, &room, Some(&threaded)).await["main"],
+        counts(2, 1)
+    );
 
     // Reading the latest event clears everything, for every device.
     receipt(&bob_phone, "m.read", &root, json!({})).await.ok();
@@ -301,7 +356,11 @@ async fn get_notifications_pages_and_filters_highlights() {
     let (alice, bob, _carol, room) = group(&server).await;
     let mut sent = Vec::new();
     for i in 0..5 {
-        let mentions = if i == 3 { json!([bob.user_id]) } else { json!([]) };
+        let mentions = if i == 3 {
+            json!([bob.user_id])
+        } else {
+            json!([])
+        };
         sent.push(
             alice
                 .send(
@@ -327,12 +386,18 @@ async fn get_notifications_pages_and_filters_highlights() {
             .map(|n| n["event"]["event_id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(ids(&page), [sent[4].clone(), sent[3].clone(), sent[2].clone()]);
+    assert_eq!(
+        ids(&page),
+        [sent[4].clone(), sent[3].clone(), sent[2].clone()]
+    );
     let first = &page["notifications"][0];
     assert_eq!(first["room_id"], room.as_str());
     assert_eq!(first["read"], false);
     assert_eq!(first["event"]["content"]["body"], "m4");
-    assert!(first["actions"].as_array().unwrap().contains(&json!("notify")));
+    assert!(first["actions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("notify")));
     let from = page["next_token"].as_str().unwrap();
     let rest = bob
         .get(&format!("{V3}/notifications?limit=3&from={}", enc(from)))
@@ -341,11 +406,17 @@ async fn get_notifications_pages_and_filters_highlights() {
     // Bob's invite notified him too (.m.rule.invite_for_me).
     assert_eq!(ids(&rest)[..2], [sent[1].clone(), sent[0].clone()]);
     let invite = &rest["notifications"][2]["event"];
-    assert_eq!((&invite["type"], &invite["state_key"]), (&json!("m.room.member"), &json!(bob.user_id)));
+    assert_eq!(
+        (&invite["type"], &invite["state_key"]),
+        (&json!("m.room.member"), &json!(bob.user_id))
+    );
     assert_eq!(invite["content"]["membership"], "invite");
     assert!(rest.get("next_token").is_none());
 
-    let highlights = bob.get(&format!("{V3}/notifications?only=highlight")).await.ok();
+    let highlights = bob
+        .get(&format!("{V3}/notifications?only=highlight"))
+        .await
+        .ok();
     assert_eq!(ids(&highlights), [sent[3].clone()]);
 
     // Read receipts mark them read.
@@ -401,12 +472,17 @@ async fn pushers_set_list_append_and_remove() {
         async move { c.get(&format!("{V3}/pushers")).await.ok()["pushers"].clone() }
     };
     assert_eq!(list(&alice).await, json!([]));
-    set(&alice, pusher(url, "key-a", Some("event_id_only"))).await.ok();
+    set(&alice, pusher(url, "key-a", Some("event_id_only")))
+        .await
+        .ok();
     let listed = list(&alice).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["pushkey"], "key-a");
     assert_eq!(listed[0]["kind"], "http");
-    assert_eq!(listed[0]["data"], json!({"url": url, "format": "event_id_only"}));
+    assert_eq!(
+        listed[0]["data"],
+        json!({"url": url, "format": "event_id_only"})
+    );
     assert_eq!(listed[0]["app_display_name"], "Example");
 
     // Updating keeps one pusher.
@@ -427,15 +503,21 @@ async fn pushers_set_list_append_and_remove() {
     assert_eq!(list(&bob).await.as_array().unwrap().len(), 1);
 
     // Removal with kind null.
-    set(&bob, json!({"kind": null, "app_id": "org.example.app", "pushkey": "key-a"}))
-        .await
-        .ok();
+    set(
+        &bob,
+        json!({"kind": null, "app_id": "org.example.app", "pushkey": "key-a"}),
+    )
+    .await
+    .ok();
     assert_eq!(list(&bob).await, json!([]));
 
     // Bad input.
-    set(&alice, pusher("https://push.example.org/elsewhere", "k", None))
-        .await
-        .assert_error(400, "M_INVALID_PARAM");
+    set(
+        &alice,
+        pusher("https://push.example.org/elsewhere", "k", None),
+    )
+    .await
+    .assert_error(400, "M_INVALID_PARAM");
     set(&alice, pusher("not a url", "k", None))
         .await
         .assert_error(400, "M_INVALID_PARAM");
@@ -444,7 +526,9 @@ async fn pushers_set_list_append_and_remove() {
         .assert_error(400, "M_INVALID_PARAM");
     let mut email = pusher(url, "k", None);
     email["kind"] = json!("email");
-    set(&alice, email).await.assert_error(400, "M_INVALID_PARAM");
+    set(&alice, email)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     let mut no_app = pusher(url, "k", None);
     no_app.as_object_mut().unwrap().remove("app_id");
     set(&alice, no_app).await.assert_error(400, "M_BAD_JSON");

@@ -36,6 +36,7 @@
 
 mod apns;
 mod fcm;
+mod oauth;
 mod rsa;
 mod tls;
 

@@ -19,7 +19,10 @@ use crate::{
 fn split<T>(
     own: &ServerName,
     wanted: BTreeMap<String, T>,
-) -> (BTreeMap<String, T>, BTreeMap<OwnedServerName, BTreeMap<String, T>>) {
+) -> (
+    BTreeMap<String, T>,
+    BTreeMap<OwnedServerName, BTreeMap<String, T>>,
+) {
     let mut local = BTreeMap::new();
     let mut remote: BTreeMap<OwnedServerName, BTreeMap<String, T>> = BTreeMap::new();
     for (user, v) in wanted {
@@ -61,7 +64,12 @@ impl RoomFederation {
             let response = self
                 .fed
                 .client
-                .request(&server, Method::POST, "/_matrix/federation/v1/user/keys/query", Some(body))
+                .request(
+                    &server,
+                    Method::POST,
+                    "/_matrix/federation/v1/user/keys/query",
+                    Some(body),
+                )
                 .await;
             let response = match response {
                 Ok(r) => r,
@@ -105,7 +113,12 @@ impl RoomFederation {
             let response = match self
                 .fed
                 .client
-                .request(&server, Method::POST, "/_matrix/federation/v1/user/keys/claim", Some(body))
+                .request(
+                    &server,
+                    Method::POST,
+                    "/_matrix/federation/v1/user/keys/claim",
+                    Some(body),
+                )
                 .await
             {
                 Ok(r) => r,
@@ -197,11 +210,18 @@ impl RoomFederation {
         let query = self
             .serve_keys_query(origin, &json!({"device_keys": wanted}))
             .await?;
-        let devices = self.core.storage.accounts.list_devices(user.as_str()).await?;
+        let devices = self
+            .core
+            .storage
+            .accounts
+            .list_devices(user.as_str())
+            .await?;
         let list: Vec<Value> = devices
             .iter()
             .filter_map(|d| {
-                let keys = query["device_keys"][user.as_str()].get(&d.device_id)?.clone();
+                let keys = query["device_keys"][user.as_str()]
+                    .get(&d.device_id)?
+                    .clone();
                 let mut entry = json!({"device_id": d.device_id, "keys": keys});
                 if let Some(name) = &d.display_name {
                     entry["device_display_name"] = json!(name);

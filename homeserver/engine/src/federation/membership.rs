@@ -327,7 +327,12 @@ impl RoomFederation {
 
     /// `POST /leave`: rejecting an invite to a room this server does not hold
     /// goes through the inviting server; anything else is a local leave.
-    pub async fn leave(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
+    pub async fn leave(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
         let held = match self.rooms.get(room_id).await? {
             Some(room) => room.read().await.membership_of(user.as_str()).is_some(),
             None => false,
@@ -339,7 +344,11 @@ impl RoomFederation {
     }
 
     /// The server of whoever invited `user` to a room held elsewhere.
-    async fn inviting_server(&self, room_id: &RoomId, user: &UserId) -> Result<Option<OwnedServerName>> {
+    async fn inviting_server(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<OwnedServerName>> {
         let storage = &self.core.storage;
         let Some(invite) = storage
             .federation
@@ -573,7 +582,9 @@ impl RoomFederation {
         let mut rejected = std::collections::HashSet::new();
         let create_pdu = by_id
             .values()
-            .find(|c| c.pdu.kind.to_string() == "m.room.create" && c.pdu.state_key.as_deref() == Some(""))
+            .find(|c| {
+                c.pdu.kind.to_string() == "m.room.create" && c.pdu.state_key.as_deref() == Some("")
+            })
             .map(|c| Arc::new(c.pdu.clone()));
         let pdus: HashMap<&EventId, &Pdu> = by_id.iter().map(|(k, v)| (&**k, &v.pdu)).collect();
         for c in &ordered {

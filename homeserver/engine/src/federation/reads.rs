@@ -43,9 +43,10 @@ impl RoomFederation {
     /// A stored event as a PDU, unless it was rejected.
     async fn pdu_value(&self, event_id: &str) -> Result<Option<(String, Value)>> {
         match self.core.storage.timeline.get_event(event_id).await? {
-            Some(ev) if !ev.rejected => {
-                Ok(Some((ev.room_id.clone(), serde_json::from_str(&ev.pdu_json)?)))
-            }
+            Some(ev) if !ev.rejected => Ok(Some((
+                ev.room_id.clone(),
+                serde_json::from_str(&ev.pdu_json)?,
+            ))),
             _ => Ok(None),
         }
     }
@@ -56,8 +57,8 @@ impl RoomFederation {
             .pdu_value(event_id.as_str())
             .await?
             .ok_or_else(|| Error::not_found("Unknown event."))?;
-        let room_id = ruma::OwnedRoomId::try_from(room_id)
-            .map_err(|e| Error::unknown(e.to_string()))?;
+        let room_id =
+            ruma::OwnedRoomId::try_from(room_id).map_err(|e| Error::unknown(e.to_string()))?;
         self.readable_room(origin, &room_id).await?;
         Ok(self.transaction(vec![pdu]))
     }

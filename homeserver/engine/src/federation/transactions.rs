@@ -102,7 +102,10 @@ impl RoomFederation {
             (st.version.clone(), !server_acl_allows(&st, origin))
         };
         if denied {
-            return (None, Err(Error::forbidden("Server is banned by the room's ACL.")));
+            return (
+                None,
+                Err(Error::forbidden("Server is banned by the room's ACL.")),
+            );
         }
         let checked = match self.check_pdu(&room_id, &version, value).await {
             Ok(c) => c,

@@ -27,12 +27,26 @@ pub struct Recipient<'a> {
 #[derive(Clone, Debug)]
 pub enum Condition {
     /// A glob on a string property; on `content.body`, on a word-bounded substring.
-    EventMatch { path: Vec<String>, glob: Regex },
-    EventPropertyIs { path: Vec<String>, value: Value },
-    EventPropertyContains { path: Vec<String>, value: Value },
+    EventMatch {
+        path: Vec<String>,
+        glob: Regex,
+    },
+    EventPropertyIs {
+        path: Vec<String>,
+        value: Value,
+    },
+    EventPropertyContains {
+        path: Vec<String>,
+        value: Value,
+    },
     ContainsDisplayName,
-    RoomMemberCount { op: CountOp, n: u64 },
-    SenderNotificationPermission { key: String },
+    RoomMemberCount {
+        op: CountOp,
+        n: u64,
+    },
+    SenderNotificationPermission {
+        key: String,
+    },
     /// Unrecognised or malformed: never matches, per the spec.
     Never,
 }
@@ -70,7 +84,8 @@ pub fn split_path(key: &str) -> Vec<String> {
 }
 
 pub fn lookup<'v>(event: &'v Value, path: &[String]) -> Option<&'v Value> {
-    path.iter().try_fold(event, |v, seg| v.as_object()?.get(seg))
+    path.iter()
+        .try_fold(event, |v, seg| v.as_object()?.get(seg))
 }
 
 /// A glob (`*` any run, `?` one character) as a case-insensitive regex. For

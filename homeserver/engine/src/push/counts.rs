@@ -70,14 +70,20 @@ fn render(tallies: HashMap<String, Tally>, threaded: bool) -> (Value, Option<Val
         }
     }
     let unread = json!({"notification_count": main.notif, "highlight_count": main.highlight});
-    (unread, (threaded && !threads.is_empty()).then(|| Value::Object(threads)))
+    (
+        unread,
+        (threaded && !threads.is_empty()).then_some(Value::Object(threads)),
+    )
 }
 
 impl PushService {
     pub async fn user_counts(&self, user_id: &str) -> Result<UserCounts> {
         let mut out = UserCounts::default();
         for row in self.core.storage.push.counts_for_user(user_id).await? {
-            out.by_room.entry(row.room_id.clone()).or_default().push(row);
+            out.by_room
+                .entry(row.room_id.clone())
+                .or_default()
+                .push(row);
         }
         Ok(out)
     }

@@ -47,7 +47,7 @@ impl PushService {
                     continue;
                 }
                 Ok(_) => {}
-                Err(e) => { eprintln!("DBG due: {e:?}"); tracing::warn!(error = %e, "reading the push queue failed") }
+                Err(e) => tracing::warn!(error = %e, "reading the push queue failed"),
             }
             let wait_ms = match store.next_push_due().await {
                 Ok(Some(due)) => (due - now).clamp(10, 5_000),
@@ -69,8 +69,8 @@ impl PushService {
         let lease = now + 2 * cfg.gateway_timeout_ms as i64;
         match store.lease_push(&q, q.next_attempt_ts, lease).await {
             Ok(true) => {}
-            Ok(false) => { eprintln!("DBG lease lost"); return }
-            Err(e) => { eprintln!("DBG lease: {e:?}");
+            Ok(false) => return,
+            Err(e) => {
                 tracing::warn!(error = %e, "leasing a push failed");
                 return;
             }
@@ -79,7 +79,6 @@ impl PushService {
             Ok(o) => o,
             Err(e) => Attempt::Retry(e.to_string()),
         };
-        if let Attempt::Retry(w) | Attempt::Drop(w) = &outcome { eprintln!("DBG attempt: {w}"); }
         let result = match outcome {
             Attempt::Delivered => store.push_done(&q).await,
             Attempt::Rejected => {
@@ -110,7 +109,6 @@ impl PushService {
             }
         };
         if let Err(e) = result {
-            eprintln!("DBG update: {e:?}");
             tracing::warn!(error = %e, "updating the push queue failed");
         }
     }
@@ -157,14 +155,20 @@ impl PushService {
                 tweaks.insert(name.to_owned(), value);
             }
         }
-        let prio = if tweaks.contains_key("sound") || tweaks.get("highlight") == Some(&json!(true)) {
+        let prio = if tweaks.contains_key("sound") || tweaks.get("highlight") == Some(&json!(true))
+        {
             "high"
         } else {
             "low"
         };
         let mut device_data = data.as_object().cloned().unwrap_or_default();
         device_data.remove("url");
-        let unread = self.core.storage.push.unread_total(&q.pusher.user_id).await?;
+        let unread = self
+            .core
+            .storage
+            .push
+            .unread_total(&q.pusher.user_id)
+            .await?;
         let mut n = json!({
             "event_id": q.event_id,
             "room_id": q.room_id,

@@ -264,7 +264,9 @@ impl PushService {
     pub async fn rule(&self, user_id: &str, kind: &str, rule_id: &str) -> Result<PushRule> {
         let ruleset = self.ruleset(user_id).await?;
         if ruleset.kind(kind).is_none() {
-            return Err(Error::invalid_param(format!("Unknown push rule kind {kind}")));
+            return Err(Error::invalid_param(format!(
+                "Unknown push rule kind {kind}"
+            )));
         }
         ruleset
             .get(kind, rule_id)

@@ -115,10 +115,14 @@ impl PushService {
             .await;
         let mut wake: HashSet<&str> = HashSet::new();
         if let Err(e) = &result {
-            eprintln!("DBG record: {e:?}");
             tracing::warn!(error = %e, "recording notifications failed");
         } else {
-            wake.extend(batch.iter().filter(|n| n.counted).map(|n| n.user_id.as_str()));
+            wake.extend(
+                batch
+                    .iter()
+                    .filter(|n| n.counted)
+                    .map(|n| n.user_id.as_str()),
+            );
         }
         self.core.complete(
             counts_pos,

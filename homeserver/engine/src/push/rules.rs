@@ -128,7 +128,10 @@ pub fn server_default(user_id: &str) -> Ruleset {
         ),
         rule(
             ".m.rule.tombstone",
-            json!([event_match("type", "m.room.tombstone"), event_match("state_key", "")]),
+            json!([
+                event_match("type", "m.room.tombstone"),
+                event_match("state_key", "")
+            ]),
             json!(["notify", {"set_tweak": "highlight"}]),
         ),
         rule(
@@ -138,7 +141,10 @@ pub fn server_default(user_id: &str) -> Ruleset {
         ),
         rule(
             ".m.rule.room.server_acl",
-            json!([event_match("type", "m.room.server_acl"), event_match("state_key", "")]),
+            json!([
+                event_match("type", "m.room.server_acl"),
+                event_match("state_key", "")
+            ]),
             json!([]),
         ),
         rule(
@@ -210,7 +216,9 @@ pub fn validate_actions(actions: &[Value]) -> Result<()> {
             _ => false,
         };
         if !ok {
-            return Err(Error::invalid_param(format!("Invalid push rule action: {a}")));
+            return Err(Error::invalid_param(format!(
+                "Invalid push rule action: {a}"
+            )));
         }
     }
     Ok(())
@@ -244,7 +252,9 @@ impl Ruleset {
     }
 
     pub fn get_mut(&mut self, kind: &str, rule_id: &str) -> Option<&mut PushRule> {
-        self.kind_mut(kind)?.iter_mut().find(|r| r.rule_id == rule_id)
+        self.kind_mut(kind)?
+            .iter_mut()
+            .find(|r| r.rule_id == rule_id)
     }
 
     /// A stored ruleset brought in line with this server's defaults: every
@@ -313,7 +323,9 @@ impl Ruleset {
                 .ok_or_else(|| Error::not_found(format!("Push rule {id} not found.")))
         };
         if [before, after].contains(&Some(rule.rule_id.as_str())) {
-            return Err(Error::invalid_param("A rule cannot be placed relative to itself."));
+            return Err(Error::invalid_param(
+                "A rule cannot be placed relative to itself.",
+            ));
         }
         // Check anchors before touching the list, so an error changes nothing.
         let before_ok = before.map(|b| anchor(list, b)).transpose()?;

@@ -77,6 +77,10 @@ fn default_ruleset_is_the_specs_in_order() {
     assert!(KINDS.iter().all(|k| r.kind(k).is_some()));
 }
 
+/// A case name, the event, the member count, the sender's power level, and
+/// the expected matching rule with its notify and highlight.
+type Case = (&'static str, Value, u64, i64, Option<(&'static str, bool, bool)>);
+
 #[test]
 fn each_default_rule() {
     let mentions = |users: Value, room: bool| {
@@ -84,32 +88,182 @@ fn each_default_rule() {
                "content": {"body": "hi", "m.mentions": {"user_ids": users, "room": room}}})
     };
     let state = |kind: &str, key: &str| json!({"type": kind, "state_key": key, "sender": "@bob:example.org", "content": {}});
-    let cases: Vec<(&str, Value, u64, i64, Option<(&str, bool, bool)>)> = vec![
-        ("notice", json!({"type": "m.room.message", "content": {"msgtype": "m.notice", "body": "alice"}}), 5, 0, Some((".m.rule.suppress_notices", false, false))),
-        ("invite for me", json!({"type": "m.room.member", "state_key": ALICE, "content": {"membership": "invite"}}), 5, 0, Some((".m.rule.invite_for_me", true, false))),
-        ("someone else's invite", json!({"type": "m.room.member", "state_key": "@carol:example.org", "content": {"membership": "invite"}}), 5, 0, Some((".m.rule.member_event", false, false))),
-        ("member event", json!({"type": "m.room.member", "state_key": "@bob:example.org", "content": {"membership": "join"}}), 5, 0, Some((".m.rule.member_event", false, false))),
-        ("user mention", mentions(json!([ALICE]), false), 5, 0, Some((".m.rule.is_user_mention", true, true))),
-        ("display name, no m.mentions", msg("hey Alice Liddell!"), 5, 0, Some((".m.rule.contains_display_name", true, true))),
-        ("display name ignored with m.mentions", json!({"type": "m.room.message", "content": {"body": "Alice Liddell", "m.mentions": {}}}), 5, 0, Some((".m.rule.message", true, false))),
-        ("room mention by a moderator", mentions(json!([]), true), 5, 50, Some((".m.rule.is_room_mention", true, true))),
-        ("room mention without power", mentions(json!([]), true), 5, 0, Some((".m.rule.message", true, false))),
-        ("legacy @room", msg("@room lunch"), 5, 100, Some((".m.rule.roomnotif", true, true))),
-        ("legacy @room without power", msg("@room lunch"), 5, 0, Some((".m.rule.message", true, false))),
-        ("tombstone", state("m.room.tombstone", ""), 5, 0, Some((".m.rule.tombstone", true, true))),
-        ("tombstone with a state key", state("m.room.tombstone", "x"), 5, 0, None),
-        ("reaction", json!({"type": "m.reaction", "content": {}}), 2, 0, Some((".m.rule.reaction", false, false))),
-        ("server acl", state("m.room.server_acl", ""), 5, 0, Some((".m.rule.room.server_acl", false, false))),
-        ("edit", json!({"type": "m.room.message", "content": {"body": "* x", "m.relates_to": {"rel_type": "m.replace", "event_id": "$e"}}}), 2, 0, Some((".m.rule.suppress_edits", false, false))),
-        ("user name", msg("is alice there?"), 5, 0, Some((".m.rule.contains_user_name", true, true))),
-        ("user name inside a word", msg("malice"), 5, 0, Some((".m.rule.message", true, false))),
-        ("call", json!({"type": "m.call.invite", "content": {}}), 2, 0, Some((".m.rule.call", true, false))),
-        ("encrypted 1:1", json!({"type": "m.room.encrypted", "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x"}}), 2, 0, Some((".m.rule.encrypted_room_one_to_one", true, false))),
-        ("message 1:1", msg("hello"), 2, 0, Some((".m.rule.room_one_to_one", true, false))),
-        ("message in a group", msg("hello"), 3, 0, Some((".m.rule.message", true, false))),
-        ("encrypted in a group", json!({"type": "m.room.encrypted", "content": {"ciphertext": "x"}}), 3, 0, Some((".m.rule.encrypted", true, false))),
-        ("encrypted mention is on the envelope only", json!({"type": "m.room.encrypted", "content": {"ciphertext": "alice", "m.mentions": {"user_ids": [ALICE]}}}), 3, 0, Some((".m.rule.is_user_mention", true, true))),
-        ("topic change matches nothing", state("m.room.topic", ""), 3, 0, None),
+    let cases: Vec<Case> = vec![
+        (
+            "notice",
+            json!({"type": "m.room.message", "content": {"msgtype": "m.notice", "body": "alice"}}),
+            5,
+            0,
+            Some((".m.rule.suppress_notices", false, false)),
+        ),
+        (
+            "invite for me",
+            json!({"type": "m.room.member", "state_key": ALICE, "content": {"membership": "invite"}}),
+            5,
+            0,
+            Some((".m.rule.invite_for_me", true, false)),
+        ),
+        (
+            "someone else's invite",
+            json!({"type": "m.room.member", "state_key": "@carol:example.org", "content": {"membership": "invite"}}),
+            5,
+            0,
+            Some((".m.rule.member_event", false, false)),
+        ),
+        (
+            "member event",
+            json!({"type": "m.room.member", "state_key": "@bob:example.org", "content": {"membership": "join"}}),
+            5,
+            0,
+            Some((".m.rule.member_event", false, false)),
+        ),
+        (
+            "user mention",
+            mentions(json!([ALICE]), false),
+            5,
+            0,
+            Some((".m.rule.is_user_mention", true, true)),
+        ),
+        (
+            "display name, no m.mentions",
+            msg("hey Alice Liddell!"),
+            5,
+            0,
+            Some((".m.rule.contains_display_name", true, true)),
+        ),
+        (
+            "display name ignored with m.mentions",
+            json!({"type": "m.room.message", "content": {"body": "Alice Liddell", "m.mentions": {}}}),
+            5,
+            0,
+            Some((".m.rule.message", true, false)),
+        ),
+        (
+            "room mention by a moderator",
+            mentions(json!([]), true),
+            5,
+            50,
+            Some((".m.rule.is_room_mention", true, true)),
+        ),
+        (
+            "room mention without power",
+            mentions(json!([]), true),
+            5,
+            0,
+            Some((".m.rule.message", true, false)),
+        ),
+        (
+            "legacy @room",
+            msg("@room lunch"),
+            5,
+            100,
+            Some((".m.rule.roomnotif", true, true)),
+        ),
+        (
+            "legacy @room without power",
+            msg("@room lunch"),
+            5,
+            0,
+            Some((".m.rule.message", true, false)),
+        ),
+        (
+            "tombstone",
+            state("m.room.tombstone", ""),
+            5,
+            0,
+            Some((".m.rule.tombstone", true, true)),
+        ),
+        (
+            "tombstone with a state key",
+            state("m.room.tombstone", "x"),
+            5,
+            0,
+            None,
+        ),
+        (
+            "reaction",
+            json!({"type": "m.reaction", "content": {}}),
+            2,
+            0,
+            Some((".m.rule.reaction", false, false)),
+        ),
+        (
+            "server acl",
+            state("m.room.server_acl", ""),
+            5,
+            0,
+            Some((".m.rule.room.server_acl", false, false)),
+        ),
+        (
+            "edit",
+            json!({"type": "m.room.message", "content": {"body": "* x", "m.relates_to": {"rel_type": "m.replace", "event_id": "$e"}}}),
+            2,
+            0,
+            Some((".m.rule.suppress_edits", false, false)),
+        ),
+        (
+            "user name",
+            msg("is alice there?"),
+            5,
+            0,
+            Some((".m.rule.contains_user_name", true, true)),
+        ),
+        (
+            "user name inside a word",
+            msg("malice"),
+            5,
+            0,
+            Some((".m.rule.message", true, false)),
+        ),
+        (
+            "call",
+            json!({"type": "m.call.invite", "content": {}}),
+            2,
+            0,
+            Some((".m.rule.call", true, false)),
+        ),
+        (
+            "encrypted 1:1",
+            json!({"type": "m.room.encrypted", "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x"}}),
+            2,
+            0,
+            Some((".m.rule.encrypted_room_one_to_one", true, false)),
+        ),
+        (
+            "message 1:1",
+            msg("hello"),
+            2,
+            0,
+            Some((".m.rule.room_one_to_one", true, false)),
+        ),
+        (
+            "message in a group",
+            msg("hello"),
+            3,
+            0,
+            Some((".m.rule.message", true, false)),
+        ),
+        (
+            "encrypted in a group",
+            json!({"type": "m.room.encrypted", "content": {"ciphertext": "x"}}),
+            3,
+            0,
+            Some((".m.rule.encrypted", true, false)),
+        ),
+        (
+            "encrypted mention is on the envelope only",
+            json!({"type": "m.room.encrypted", "content": {"ciphertext": "alice", "m.mentions": {"user_ids": [ALICE]}}}),
+            3,
+            0,
+            Some((".m.rule.is_user_mention", true, true)),
+        ),
+        (
+            "topic change matches nothing",
+            state("m.room.topic", ""),
+            3,
+            0,
+            None,
+        ),
     ];
     for (name, event, members, power, expected) in cases {
         let got = evaluate(&event, members, power);
@@ -130,7 +284,8 @@ fn master_rule_silences_everything() {
 
 #[test]
 fn event_match_spec_examples() {
-    let topic = |t: Value| json!({"type": "m.room.topic", "state_key": "", "content": {"topic": t}});
+    let topic =
+        |t: Value| json!({"type": "m.room.topic", "state_key": "", "content": {"topic": t}});
     let cond = Condition::compile(
         &json!({"kind": "event_match", "key": "content.topic", "pattern": "lunc?*"}),
     );
@@ -158,25 +313,42 @@ fn event_match_spec_examples() {
         assert_eq!(body.matches(&ctx(&ev, 2, 0), &alice()), expected, "{text}");
     }
     // `*` on an absent property does not match.
-    let star = Condition::compile(&json!({"kind": "event_match", "key": "content.nope", "pattern": "*"}));
+    let star =
+        Condition::compile(&json!({"kind": "event_match", "key": "content.nope", "pattern": "*"}));
     assert!(!star.matches(&ctx(&msg("x"), 2, 0), &alice()));
 }
 
 #[test]
 fn event_property_is_and_contains_spec_examples() {
     let create = json!({"type": "m.room.create", "state_key": "", "content": {"m.federate": true, "room_version": "1"}});
-    for (value, expected) in [(json!(true), true), (json!("true"), false), (json!(1), false)] {
-        let c = Condition::compile(&json!({"kind": "event_property_is", "key": "content.m\\.federate", "value": value}));
-        assert_eq!(c.matches(&ctx(&create, 2, 0), &alice()), expected, "{value}");
+    for (value, expected) in [
+        (json!(true), true),
+        (json!("true"), false),
+        (json!(1), false),
+    ] {
+        let c = Condition::compile(
+            &json!({"kind": "event_property_is", "key": "content.m\\.federate", "value": value}),
+        );
+        assert_eq!(
+            c.matches(&ctx(&create, 2, 0), &alice()),
+            expected,
+            "{value}"
+        );
     }
     let alias = json!({"type": "m.room.canonical_alias", "state_key": "",
         "content": {"alias": "#somewhere:localhost", "alt_aliases": ["#somewhere:example.org", "#myroom:example.com"]}});
-    for (value, expected) in [(json!("#myroom:example.com"), true), (json!(":example.com"), false)] {
-        let c = Condition::compile(&json!({"kind": "event_property_contains", "key": "content.alt_aliases", "value": value}));
+    for (value, expected) in [
+        (json!("#myroom:example.com"), true),
+        (json!(":example.com"), false),
+    ] {
+        let c = Condition::compile(
+            &json!({"kind": "event_property_contains", "key": "content.alt_aliases", "value": value}),
+        );
         assert_eq!(c.matches(&ctx(&alias, 2, 0), &alice()), expected, "{value}");
     }
     // Compound values are not compared.
-    let c = Condition::compile(&json!({"kind": "event_property_is", "key": "content", "value": {}}));
+    let c =
+        Condition::compile(&json!({"kind": "event_property_is", "key": "content", "value": {}}));
     assert!(!c.matches(&ctx(&alias, 2, 0), &alice()));
 }
 
@@ -194,7 +366,11 @@ fn room_member_count_operators() {
         ("ten", 10, false),
     ] {
         let c = Condition::compile(&json!({"kind": "room_member_count", "is": is}));
-        assert_eq!(c.matches(&ctx(&ev, members, 0), &alice()), expected, "{is} with {members}");
+        assert_eq!(
+            c.matches(&ctx(&ev, members, 0), &alice()),
+            expected,
+            "{is} with {members}"
+        );
     }
 }
 
@@ -228,9 +404,16 @@ fn contains_display_name_needs_word_boundaries() {
         ("xAlice Liddell", false),
         ("Alice", false),
     ] {
-        assert_eq!(c.matches(&ctx(&msg(body), 3, 0), &alice()), expected, "{body}");
+        assert_eq!(
+            c.matches(&ctx(&msg(body), 3, 0), &alice()),
+            expected,
+            "{body}"
+        );
     }
-    let nameless = Recipient { user_id: ALICE, display_name: None };
+    let nameless = Recipient {
+        user_id: ALICE,
+        display_name: None,
+    };
     assert!(!c.matches(&ctx(&msg("Alice Liddell"), 3, 0), &nameless));
 }
 
@@ -241,13 +424,19 @@ fn unknown_conditions_never_match() {
         json!({"kind": "event_match", "key": "type"}),
         json!({"kind": "room_member_count"}),
     ] {
-        assert!(!Condition::compile(&c).matches(&ctx(&msg("x"), 2, 0), &alice()), "{c}");
+        assert!(
+            !Condition::compile(&c).matches(&ctx(&msg("x"), 2, 0), &alice()),
+            "{c}"
+        );
     }
 }
 
 #[test]
 fn dotted_paths_with_escapes() {
-    assert_eq!(split_path("content.m\\.mentions.user_ids"), ["content", "m.mentions", "user_ids"]);
+    assert_eq!(
+        split_path("content.m\\.mentions.user_ids"),
+        ["content", "m.mentions", "user_ids"]
+    );
     assert_eq!(split_path("a\\\\.b"), ["a\\", "b"]);
     assert_eq!(split_path("type"), ["type"]);
 }
@@ -268,39 +457,85 @@ fn user_rules_room_and_sender_and_before_after() {
         .unwrap();
     // A room rule with no actions silences the room...
     assert_eq!(
-        CompiledRules::compile(&rules).evaluate(&ctx(&msg("hi"), 3, 0), &alice()).map(|o| o.notify),
+        CompiledRules::compile(&rules)
+            .evaluate(&ctx(&msg("hi"), 3, 0), &alice())
+            .map(|o| o.notify),
         Some(false)
     );
     // ...but not mentions (override rules come first).
     let mention = json!({"type": "m.room.message", "room_id": "!r:example.org", "content": {"body": "x", "m.mentions": {"user_ids": [ALICE]}}});
-    assert!(CompiledRules::compile(&rules).evaluate(&ctx(&mention, 3, 0), &alice()).unwrap().highlight);
+    assert!(
+        CompiledRules::compile(&rules)
+            .evaluate(&ctx(&mention, 3, 0), &alice())
+            .unwrap()
+            .highlight
+    );
 
     let cond = |id: &str| PushRule {
-        conditions: Some(vec![json!({"kind": "event_match", "key": "content.body", "pattern": id})]),
+        conditions: Some(vec![
+            json!({"kind": "event_match", "key": "content.body", "pattern": id}),
+        ]),
         ..simple(id, json!(["notify"]))
     };
-    rules.put_user_rule("override", cond("a"), None, None).unwrap();
-    rules.put_user_rule("override", cond("b"), None, None).unwrap();
-    rules.put_user_rule("override", cond("c"), None, Some("b")).unwrap();
-    rules.put_user_rule("override", cond("d"), Some("a"), None).unwrap();
-    let ids: Vec<_> = rules.override_.iter().take(5).map(|r| r.rule_id.as_str()).collect();
+    rules
+        .put_user_rule("override", cond("a"), None, None)
+        .unwrap();
+    rules
+        .put_user_rule("override", cond("b"), None, None)
+        .unwrap();
+    rules
+        .put_user_rule("override", cond("c"), None, Some("b"))
+        .unwrap();
+    rules
+        .put_user_rule("override", cond("d"), Some("a"), None)
+        .unwrap();
+    let ids: Vec<_> = rules
+        .override_
+        .iter()
+        .take(5)
+        .map(|r| r.rule_id.as_str())
+        .collect();
     assert_eq!(ids, [".m.rule.master", "b", "c", "d", "a"]);
-    let err = rules.put_user_rule("override", cond("e"), Some("nope"), None).unwrap_err();
+    let err = rules
+        .put_user_rule("override", cond("e"), Some("nope"), None)
+        .unwrap_err();
     assert_eq!(err.errcode, "M_NOT_FOUND");
-    assert!(rules.get("override", "e").is_none(), "a failed put changes nothing");
-    assert_eq!(rules.delete_user_rule("override", ".m.rule.master").unwrap_err().errcode, "M_FORBIDDEN");
+    assert!(
+        rules.get("override", "e").is_none(),
+        "a failed put changes nothing"
+    );
+    assert_eq!(
+        rules
+            .delete_user_rule("override", ".m.rule.master")
+            .unwrap_err()
+            .errcode,
+        "M_FORBIDDEN"
+    );
     rules.delete_user_rule("override", "c").unwrap();
-    assert_eq!(rules.delete_user_rule("override", "c").unwrap_err().errcode, "M_NOT_FOUND");
+    assert_eq!(
+        rules.delete_user_rule("override", "c").unwrap_err().errcode,
+        "M_NOT_FOUND"
+    );
 }
 
 #[test]
 fn stored_rules_keep_user_changes_and_gain_new_defaults() {
     let mut stored = server_default(ALICE);
-    stored.underride.retain(|r| r.rule_id != ".m.rule.encrypted");
+    stored
+        .underride
+        .retain(|r| r.rule_id != ".m.rule.encrypted");
     stored.override_[1].enabled = false;
     stored.underride[0].actions = vec![json!("notify")];
     let merged = stored.with_server_defaults(ALICE);
     assert!(merged.get("underride", ".m.rule.encrypted").is_some());
-    assert!(!merged.get("override", ".m.rule.suppress_notices").unwrap().enabled);
-    assert_eq!(merged.get("underride", ".m.rule.call").unwrap().actions, vec![json!("notify")]);
+    assert!(
+        !merged
+            .get("override", ".m.rule.suppress_notices")
+            .unwrap()
+            .enabled
+    );
+    assert_eq!(
+        merged.get("underride", ".m.rule.call").unwrap().actions,
+        vec![json!("notify")]
+    );
 }

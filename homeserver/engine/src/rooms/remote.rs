@@ -276,7 +276,9 @@ impl RoomService {
             };
             changed.push((key.0.clone(), key.1.clone(), id.to_string()));
             if key.0 == "m.room.member" {
-                let m = p.content_str("membership").unwrap_or_else(|| "leave".into());
+                let m = p
+                    .content_str("membership")
+                    .unwrap_or_else(|| "leave".into());
                 memberships.push((key.1.clone(), m, id.to_string()));
             }
             changed_pdus.push((key.clone(), p));
@@ -307,7 +309,13 @@ impl RoomService {
             }),
             redaction,
         };
-        if let Err(e) = self.core.storage.federation.persist_remote_event(&write).await {
+        if let Err(e) = self
+            .core
+            .storage
+            .federation
+            .persist_remote_event(&write)
+            .await
+        {
             self.core.complete(pos, Vec::new());
             return Err(e);
         }
@@ -336,34 +344,47 @@ impl RoomService {
         }
         self.core.complete(pos, wake);
         // Our users are notified of events from other servers like any other.
-        self.core.push_jobs.event_persisted(crate::storage::PersistEvent {
-            stream_pos: pos,
-            event_id: write.event_id,
-            room_id: write.room_id,
-            event_type: write.event_type,
-            state_key: write.state_key,
-            sender: write.sender,
-            origin_server_ts: write.origin_server_ts,
-            depth: write.depth,
-            pdu_json: write.pdu_json,
-            state_before: write.state_before,
-            state_after: None,
-            forward_extremities: Vec::new(),
-            txn: None,
-            membership: memberships.first().map(|(_, m, _)| m.clone()),
-            redaction: None,
-        });
+        self.core
+            .push_jobs
+            .event_persisted(crate::storage::PersistEvent {
+                stream_pos: pos,
+                event_id: write.event_id,
+                room_id: write.room_id,
+                event_type: write.event_type,
+                state_key: write.state_key,
+                sender: write.sender,
+                origin_server_ts: write.origin_server_ts,
+                depth: write.depth,
+                pdu_json: write.pdu_json,
+                state_before: write.state_before,
+                state_after: None,
+                forward_extremities: Vec::new(),
+                txn: None,
+                membership: memberships.first().map(|(_, m, _)| m.clone()),
+                redaction: None,
+            });
         Ok(())
     }
 
     /// For a received redaction the server may apply: the target and its
     /// redacted JSON. Another user's event needs the sender to hold the
     /// `redact` power level.
-    async fn remote_redaction(&self, st: &RoomState, pdu: &Pdu) -> Result<Option<(String, String)>> {
-        let (Some(target), true) = (&pdu.redacts, pdu.kind.to_string() == "m.room.redaction") else {
+    async fn remote_redaction(
+        &self,
+        st: &RoomState,
+        pdu: &Pdu,
+    ) -> Result<Option<(String, String)>> {
+        let (Some(target), true) = (&pdu.redacts, pdu.kind.to_string() == "m.room.redaction")
+        else {
             return Ok(None);
         };
-        let Some(ev) = self.core.storage.timeline.get_event(target.as_str()).await? else {
+        let Some(ev) = self
+            .core
+            .storage
+            .timeline
+            .get_event(target.as_str())
+            .await?
+        else {
             return Ok(None);
         };
         if ev.room_id != st.room_id.as_str() {
@@ -393,10 +414,8 @@ fn check(
     state: &auth::StateMap,
     auth_events: &auth::StateMap,
 ) -> std::result::Result<(), String> {
-    let mut by_id: HashMap<&EventId, &Pdu> = auth_events
-        .values()
-        .map(|p| (&*p.event_id, &**p))
-        .collect();
+    let mut by_id: HashMap<&EventId, &Pdu> =
+        auth_events.values().map(|p| (&*p.event_id, &**p)).collect();
     // From room version 12 the create event is not listed in `auth_events`:
     // the rules find it through the room id.
     if let Some(create) = st.state_event("m.room.create", "") {

@@ -209,8 +209,7 @@ fn conflicted_subgraph(
             if !visited.insert(id.clone()) {
                 continue;
             }
-            let on_path =
-                targets.contains(&id) || walk(&id, events, &targets, &mut reaches, 0);
+            let on_path = targets.contains(&id) || walk(&id, events, &targets, &mut reaches, 0);
             if !on_path {
                 continue;
             }

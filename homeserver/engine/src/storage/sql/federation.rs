@@ -17,12 +17,14 @@ use crate::{
 };
 
 async fn write_snapshot(tx: &mut Transaction<'_, Any>, s: &SnapshotWrite) -> Result<()> {
-    sqlx::query("INSERT INTO state_snapshots (snapshot_id, room_id, parent_id) VALUES ($1, $2, $3)")
-        .bind(s.snapshot_id)
-        .bind(&s.room_id)
-        .bind(s.parent)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO state_snapshots (snapshot_id, room_id, parent_id) VALUES ($1, $2, $3)",
+    )
+    .bind(s.snapshot_id)
+    .bind(&s.room_id)
+    .bind(s.parent)
+    .execute(&mut **tx)
+    .await?;
     for (t, k, e) in &s.entries {
         sqlx::query("INSERT INTO state_snapshot_entries (snapshot_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)")
             .bind(s.snapshot_id)
@@ -207,12 +209,11 @@ impl FederationStore for SqlStore {
         {
             return Ok(Some(r.try_get("snapshot_id")?));
         }
-        let Some(ev) = sqlx::query(
-            "SELECT state_before, state_key, outlier FROM events WHERE event_id = $1",
-        )
-        .bind(event_id)
-        .fetch_optional(&self.read)
-        .await?
+        let Some(ev) =
+            sqlx::query("SELECT state_before, state_key, outlier FROM events WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(&self.read)
+                .await?
         else {
             return Ok(None);
         };
@@ -369,10 +370,7 @@ impl FederationStore for SqlStore {
         .bind(limit as i64)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .iter()
-            .map(outbox_from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(outbox_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn outbox_delete(&self, destination: &str, ids: &[i64]) -> Result<()> {
@@ -406,11 +404,10 @@ impl FederationStore for SqlStore {
     }
 
     async fn outbox_len(&self, destination: &str) -> Result<i64> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM federation_outbox WHERE destination = $1")
-                .bind(destination)
-                .fetch_one(&self.read)
-                .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM federation_outbox WHERE destination = $1")
+            .bind(destination)
+            .fetch_one(&self.read)
+            .await?;
         Ok(row.try_get("n")?)
     }
 

@@ -175,7 +175,8 @@ impl PushStore for SqlStore {
 
     async fn unread_total(&self, user_id: &str) -> Result<i64> {
         Ok(sqlx::query(
-            "SELECT COALESCE(SUM(notif_count), 0) AS total FROM push_counts WHERE user_id = $1",
+            // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
+            "SELECT CAST(COALESCE(SUM(notif_count), 0) AS BIGINT) AS total FROM push_counts WHERE user_id = $1",
         )
         .bind(user_id)
         .fetch_one(&self.read)
@@ -236,10 +237,7 @@ impl PushStore for SqlStore {
         .bind(user_id)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .iter()
-            .map(pusher_from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(pusher_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn set_pusher(&self, p: &PusherRecord, append: bool) -> Result<()> {
