@@ -135,8 +135,15 @@ impl ReceiptService {
         match result {
             Ok(wake) => {
                 self.core.complete(pos, wake);
-                self.federate(room_id, user_id, receipt_type, &event.pdu_json, event_id, thread_id)
-                    .await;
+                self.federate(
+                    room_id,
+                    user_id,
+                    receipt_type,
+                    &event.pdu_json,
+                    event_id,
+                    thread_id,
+                )
+                .await;
                 if matches!(receipt_type, READ | READ_PRIVATE) {
                     // Either read receipt resets the notification counts it covers.
                     self.core
@@ -197,7 +204,11 @@ impl ReceiptService {
         if let Err(e) = self
             .core
             .outbound
-            .send_edu(destinations.iter().map(String::as_str), "m.receipt", content)
+            .send_edu(
+                destinations.iter().map(String::as_str),
+                "m.receipt",
+                content,
+            )
             .await
         {
             tracing::warn!(error = %e, "cannot queue a receipt for federation");

@@ -69,7 +69,8 @@ impl Services {
         let max_snapshot = storage.rooms.max_snapshot_id().await?;
         let notifier = Arc::new(Notifier::default());
         let (push_jobs, push_receiver) = crate::push::job_queue();
-        let outbound = crate::federation::sender::Outbound::new(storage.clone(), &server_name).await?;
+        let outbound =
+            crate::federation::sender::Outbound::new(storage.clone(), &server_name).await?;
         let core = Arc::new(Core {
             outbound,
             push_jobs,

@@ -17,9 +17,9 @@ use crate::{
     util::{now_ms, random_string},
 };
 
-pub use shared_secret::SharedSecretRegistration;
 /// Hashes a password with the configured parameters (the admin API sets passwords too).
 pub(crate) use password::hash as hash_password;
+pub use shared_secret::SharedSecretRegistration;
 use uia::UiaSessions;
 
 /// The authenticated requester of a client request.

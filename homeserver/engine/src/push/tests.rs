@@ -79,7 +79,13 @@ fn default_ruleset_is_the_specs_in_order() {
 
 /// A case name, the event, the member count, the sender's power level, and
 /// the expected matching rule with its notify and highlight.
-type Case = (&'static str, Value, u64, i64, Option<(&'static str, bool, bool)>);
+type Case = (
+    &'static str,
+    Value,
+    u64,
+    i64,
+    Option<(&'static str, bool, bool)>,
+);
 
 #[test]
 fn each_default_rule() {

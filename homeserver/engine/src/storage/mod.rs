@@ -8,9 +8,9 @@
 
 pub mod admin;
 mod e2ee;
-mod push;
-mod media;
 pub mod federation;
+mod media;
+mod push;
 mod server_keys;
 pub mod sql;
 
