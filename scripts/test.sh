@@ -34,6 +34,10 @@ cd "$ROOT"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hs-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# CI builds once per run: incremental caches would only fill the disk.
+if [ "${CI:-}" = "true" ]; then
+    export CARGO_INCREMENTAL=0
+fi
 HS_VENV="${HS_VENV:-$HOME/.cache/hs-venv}"
 ALL_STEPS=(fmt clippy sqlite postgres clients complement)
 

@@ -129,6 +129,19 @@ impl RoomService {
         st: &RoomState,
         pdu: &Pdu,
     ) -> Result<(i64, IdState, Vec<SnapshotWrite>)> {
+        // The common case: the event extends our only forward extremity, so
+        // the state before it is the room's current state, already in memory.
+        if pdu.prev_events.len() == 1 && st.extremities == pdu.prev_events {
+            let snapshot = self
+                .core
+                .storage
+                .federation
+                .state_after_snapshot(pdu.prev_events[0].as_str())
+                .await?;
+            if snapshot == Some(st.snapshot) {
+                return Ok((st.snapshot, ids_of(st), Vec::new()));
+            }
+        }
         let mut states = Vec::new();
         for prev in &pdu.prev_events {
             let Some(s) = self.state_after(prev).await? else {
