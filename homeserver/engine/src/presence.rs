@@ -194,7 +194,7 @@ impl PresenceService {
         active: bool,
     ) {
         let now = now_ms();
-        let pos = {
+        {
             let mut inner = self.inner.lock();
             let entry = inner
                 .users
@@ -222,15 +222,22 @@ impl PresenceService {
             if !changed {
                 return;
             }
+        }
+        // Work out whom to wake before taking a stream position: a position
+        // held open across awaits would hold back every later one.
+        let (wake, servers) = self.audience(user_id).await;
+        let pos = {
+            let mut inner = self.inner.lock();
             let pos = self.core.stream.allocate();
-            entry.pos = pos;
+            if let Some(entry) = inner.users.get_mut(user_id) {
+                entry.pos = pos;
+            }
             inner.log.push_back((pos, user_id.to_owned()));
             if inner.log.len() > CHANGE_LOG {
                 inner.log.pop_front();
             }
             pos
         };
-        let (wake, servers) = self.audience(user_id).await;
         self.core.complete(pos, wake);
         if !servers.is_empty() && self.is_local(user_id) {
             let update = self.get(user_id);
