@@ -37,6 +37,26 @@ async fn write_snapshot(tx: &mut Transaction<'_, Any>, s: &SnapshotWrite) -> Res
     Ok(())
 }
 
+/// One membership row, inserted or replaced (and un-forgotten).
+fn upsert_membership<'q>(
+    room_id: &'q str,
+    user_id: &'q str,
+    membership: &'q str,
+    event_id: &'q str,
+    pos: StreamPos,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+            event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(membership)
+    .bind(event_id)
+    .bind(pos)
+}
+
 async fn write_current(
     tx: &mut Transaction<'_, Any>,
     room_id: &str,
@@ -61,18 +81,9 @@ async fn write_current(
         .execute(&mut **tx)
         .await?;
     for (user, membership, event_id) in &c.memberships {
-        sqlx::query(
-            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
-             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
-                event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
-        )
-        .bind(room_id)
-        .bind(user)
-        .bind(membership)
-        .bind(event_id)
-        .bind(pos)
-        .execute(&mut **tx)
-        .await?;
+        upsert_membership(room_id, user, membership, event_id, pos)
+            .execute(&mut **tx)
+            .await?;
     }
     sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
         .bind(room_id)
@@ -330,18 +341,9 @@ impl FederationStore for SqlStore {
         event_id: &str,
         pos: StreamPos,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
-             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
-                event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .bind(membership)
-        .bind(event_id)
-        .bind(pos)
-        .execute(&self.write)
-        .await?;
+        upsert_membership(room_id, user_id, membership, event_id, pos)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
