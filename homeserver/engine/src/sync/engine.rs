@@ -83,6 +83,10 @@ struct Computed {
 }
 
 /// The state event types that make up an invite's stripped state.
+/// How long a sync waits for writes acknowledged before it arrived (anyone's)
+/// to become visible, before it answers without them.
+const READ_AFTER_WRITE_WAIT: Duration = Duration::from_secs(2);
+
 pub const STRIPPED_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
@@ -119,8 +123,14 @@ impl SyncService {
                 .min(self.core.config.limits.max_sync_timeout_ms),
         );
         let deadline = tokio::time::Instant::now() + timeout;
+        // Everything acknowledged before this request must be in its answer.
+        let floor = self.core.stream.allocated();
         self.presence
             .connection_opened(&req.user_id, req.set_presence.as_deref())
+            .await;
+        self.core
+            .stream
+            .wait_visible(floor, READ_AFTER_WRITE_WAIT)
             .await;
         let _connection = ConnectionGuard {
             presence: &self.presence,

@@ -19,6 +19,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::notifier::WakeTarget;
 use crate::storage::StreamPos;
@@ -29,6 +30,8 @@ pub const ABANDON_AFTER: Duration = Duration::from_secs(30);
 pub struct StreamTracker {
     inner: Mutex<Inner>,
     abandon_after: Duration,
+    /// The watermark, for readers waiting for their own writes to show.
+    visible: watch::Sender<StreamPos>,
 }
 
 struct Inner {
@@ -51,6 +54,7 @@ impl StreamTracker {
                 open: BTreeMap::new(),
             }),
             abandon_after: ABANDON_AFTER,
+            visible: watch::Sender::new(persisted_max),
         }
     }
 
@@ -67,6 +71,24 @@ impl StreamTracker {
         self.inner.lock().current
     }
 
+    /// The highest position handed out so far, completed or not.
+    pub fn allocated(&self) -> StreamPos {
+        self.inner.lock().next - 1
+    }
+
+    /// Waits until every position up to `pos` is visible, or `max` passes.
+    /// Returns the watermark then. A reader calls this with [`Self::allocated`]
+    /// taken when its request arrived, so any write acknowledged before the
+    /// request (by anyone) is in its answer.
+    pub async fn wait_visible(&self, pos: StreamPos, max: Duration) -> StreamPos {
+        let mut rx = self.visible.subscribe();
+        let reached = tokio::time::timeout(max, rx.wait_for(|v| *v >= pos)).await;
+        if reached.is_err() {
+            tracing::debug!(pos, "read went ahead before earlier writes became visible");
+        }
+        self.current()
+    }
+
     /// Marks `pos` finished (persisted, or abandoned after a failure). Returns the
     /// wake-ups that became due, in position order.
     pub fn complete(&self, pos: StreamPos, wake: Vec<WakeTarget>) -> Vec<WakeTarget> {
@@ -79,6 +101,7 @@ impl StreamTracker {
             return Vec::new();
         }
         inner.done.insert(pos, wake);
+        let before = inner.current;
         let mut due = Vec::new();
         loop {
             let next = inner.current + 1;
@@ -98,6 +121,9 @@ impl StreamTracker {
                 }
                 _ => break,
             }
+        }
+        if inner.current != before {
+            self.visible.send_replace(inner.current);
         }
         due
     }
@@ -130,6 +156,27 @@ mod tests {
         let b = t.allocate();
         assert!(t.complete(b, Vec::new()).is_empty());
         assert_eq!(t.current(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_writes_allocated_before_it() {
+        let t = std::sync::Arc::new(StreamTracker::new(0));
+        let slow = t.allocate();
+        let fast = t.allocate();
+        t.complete(fast, Vec::new());
+        let floor = t.allocated();
+        let writer = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                t.complete(slow, Vec::new());
+            })
+        };
+        assert_eq!(t.wait_visible(floor, Duration::from_secs(5)).await, fast);
+        writer.await.ok();
+        // A write that never finishes only delays the reader by `max`.
+        let stuck = t.allocate();
+        assert_eq!(t.wait_visible(stuck, Duration::from_millis(10)).await, fast);
     }
 
     #[test]
