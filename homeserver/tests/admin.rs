@@ -283,6 +283,76 @@ async fn deactivate_with_erase_ends_the_account() {
     server.shutdown().await;
 }
 
+/// The `m.text` body of `event_id` as `client` sees it in the room's history,
+/// through `/messages`, `/event`, `/context` and an initial `/sync`.
+async fn bodies_seen(client: &Client, room: &str, event_id: &str) -> Vec<Value> {
+    let history = client.messages(room, None, "b", Some(50)).await;
+    let from_messages = history["chunk"]
+        .as_array()
+        .and_then(|c| c.iter().find(|e| e["event_id"] == event_id))
+        .map(|e| e["content"]["body"].clone())
+        .unwrap_or(Value::Null);
+    let from_event = client.event(room, event_id).await.ok()["content"]["body"].clone();
+    let from_context =
+        client.context(room, event_id, 4).await.ok()["event"]["content"]["body"].clone();
+    let sync = client
+        .sync(None, None, Some(r#"{"room":{"timeline":{"limit":50}}}"#))
+        .await;
+    let from_sync = sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .and_then(|c| c.iter().find(|e| e["event_id"] == event_id))
+        .map(|e| e["content"]["body"].clone())
+        .unwrap_or(Value::Null);
+    vec![from_messages, from_event, from_context, from_sync]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_users_messages_are_hidden_from_later_joiners() {
+    let (server, admin) = setup().await;
+    let lou = server.register("lou").await;
+    let max = server.register("max").await;
+    let ned = server.register("ned").await;
+    let room = max
+        .create_room(json!({"preset": "public_chat", "initial_state": [{
+            "type": "m.room.history_visibility", "state_key": "",
+            "content": {"history_visibility": "shared"}}]}))
+        .await;
+    lou.join(&room).await;
+    let secret = lou.send_text(&room, "erase me").await;
+
+    // Before erasure, a newcomer reads it like anyone else.
+    let path = format!("{A1}/deactivate/{}", enc(&lou.user_id));
+    admin.post(&path, json!({"erase": true})).await.ok();
+    ned.join(&room).await;
+    // Max was there when it was sent: he keeps his history.
+    let text = Value::from("erase me");
+    assert_eq!(
+        bodies_seen(&max, &room, &secret).await,
+        vec![text.clone(); 4]
+    );
+    // Ned joined later: the event is there, its content is not.
+    assert_eq!(
+        bodies_seen(&ned, &room, &secret).await,
+        vec![Value::Null; 4]
+    );
+    let ev = ned.event(&room, &secret).await.ok();
+    assert_eq!(ev["sender"], lou.user_id.as_str());
+    assert_eq!(ev["content"], json!({}));
+
+    // A plain deactivation hides nothing.
+    let pia = server.register("pia").await;
+    max.invite(&room, &pia.user_id).await;
+    pia.join(&room).await;
+    let kept = pia.send_text(&room, "keep me").await;
+    let path = format!("{A1}/deactivate/{}", enc(&pia.user_id));
+    admin.post(&path, json!({"erase": false})).await.ok();
+    let quinn = server.register("quinn").await;
+    quinn.join(&room).await;
+    let seen = bodies_seen(&quinn, &room, &kept).await;
+    assert_eq!(seen, vec![Value::from("keep me"); 4]);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_banned_sends_reach_nobody() {
     let (server, admin) = setup().await;

@@ -1,8 +1,12 @@
 //! The shared core every service holds: configuration, identity, storage and
 //! the stream/notification machinery.
 
-use std::sync::{atomic::AtomicI64, Arc};
+use std::{
+    collections::HashSet,
+    sync::{atomic::AtomicI64, Arc},
+};
 
+use parking_lot::RwLock;
 use ruma::OwnedServerName;
 
 use crate::{
@@ -30,6 +34,9 @@ pub struct Core {
     pub push_jobs: crate::push::JobQueue,
     /// The durable per-destination queues of outgoing federation transactions.
     pub outbound: crate::federation::sender::Outbound,
+    /// Users erased by an admin: their old messages are served redacted to
+    /// anyone who was not joined when they were sent. Loaded at start-up.
+    pub erased: RwLock<HashSet<String>>,
 }
 
 impl Core {

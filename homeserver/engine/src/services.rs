@@ -71,7 +71,9 @@ impl Services {
         let (push_jobs, push_receiver) = crate::push::job_queue();
         let outbound =
             crate::federation::sender::Outbound::new(storage.clone(), &server_name).await?;
+        let erased = storage.admin.erased_users().await?.into_iter().collect();
         let core = Arc::new(Core {
+            erased: parking_lot::RwLock::new(erased),
             outbound,
             push_jobs,
             server_name,

@@ -289,6 +289,7 @@ impl AdminService {
             accounts.set_displayname(user_id.as_str(), None).await?;
             accounts.set_avatar_url(user_id.as_str(), None).await?;
             self.core.storage.admin.set_erased(user_id.as_str()).await?;
+            self.core.erased.write().insert(user_id.to_string());
         }
         let devices: Vec<String> = accounts
             .list_devices(user_id.as_str())

@@ -100,10 +100,7 @@ impl TimelineService {
                 .flatten();
             (raw, end)
         };
-        let visible: Vec<StoredEvent> = raw
-            .into_iter()
-            .filter(|e| !e.rejected && view.can_see(e.stream_pos))
-            .collect();
+        let visible = self.rooms.visible(req.room_id.as_str(), &view, raw).await?;
         let chunk: Vec<Value> = self
             .render(&visible, req.user_id, req.device_id)
             .into_iter()
@@ -165,9 +162,12 @@ impl TimelineService {
             .await?
             .filter(|e| e.room_id == room_id.as_str() && !e.rejected)
             .ok_or_else(|| Error::not_found("Event not found."))?;
-        if !view.can_see(ev.stream_pos) {
-            return Err(Error::not_found("Event not found."));
-        }
+        let ev = self
+            .rooms
+            .visible(room_id.as_str(), &view, vec![ev])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("Event not found."))?;
         Ok(to_client(&ev, Some((user_id, device_id)), now_ms(), true))
     }
 
@@ -186,7 +186,12 @@ impl TimelineService {
         let ev = timeline
             .get_event(event_id)
             .await?
-            .filter(|e| e.room_id == room_id.as_str() && view.can_see(e.stream_pos))
+            .filter(|e| e.room_id == room_id.as_str());
+        let ev = self
+            .rooms
+            .visible(room_id.as_str(), &view, ev.into_iter().collect())
+            .await?
+            .pop()
             .ok_or_else(|| Error::not_found("Event not found."))?;
         let current = self.core.stream.current();
         let before_n = limit / 2;
@@ -209,16 +214,10 @@ impl TimelineService {
                 after_n.max(1),
             )
             .await?;
-        let before: Vec<StoredEvent> = before
-            .into_iter()
-            .take(before_n)
-            .filter(|e| view.can_see(e.stream_pos))
-            .collect();
-        let after: Vec<StoredEvent> = after
-            .into_iter()
-            .take(after_n)
-            .filter(|e| view.can_see(e.stream_pos))
-            .collect();
+        let before: Vec<StoredEvent> = before.into_iter().take(before_n).collect();
+        let before = self.rooms.visible(room_id.as_str(), &view, before).await?;
+        let after: Vec<StoredEvent> = after.into_iter().take(after_n).collect();
+        let after = self.rooms.visible(room_id.as_str(), &view, after).await?;
         let start = before
             .last()
             .map(|e| e.stream_pos - 1)

@@ -5,9 +5,14 @@
 //! they joined, while they are joined), `invited` (from their invite on) and
 //! `joined` (only while joined). Membership "at an event" is the state before
 //! it, except that a user's own membership event counts from itself.
+//!
+//! Events sent by a user an admin erased are served redacted to anyone who was
+//! not joined when they were sent (Synapse's behaviour): those who were there
+//! keep their history, later joiners never see the content.
 
 use crate::{
     error::Result,
+    events::builder,
     storage::{StoredEvent, StreamPos},
 };
 
@@ -39,6 +44,11 @@ impl VisibilityView {
             .unwrap_or("shared")
     }
 
+    /// Whether the user was joined when the event at `pos` was sent.
+    fn joined_at(&self, pos: StreamPos) -> bool {
+        self.membership_at(pos) == Some("join")
+    }
+
     fn current_membership(&self) -> Option<&str> {
         self.memberships.last().map(|(_, m)| m.as_str())
     }
@@ -65,6 +75,16 @@ impl VisibilityView {
             .any(|(_, m)| m == "join" || m == "invite")
             || self.visibilities.last().map(|(_, v)| v.as_str()) == Some("world_readable")
     }
+}
+
+fn sender(pdu_json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Sender {
+        sender: String,
+    }
+    serde_json::from_str::<Sender>(pdu_json)
+        .ok()
+        .map(|s| s.sender)
 }
 
 fn field(pdu_json: &str, field: &str) -> Option<String> {
@@ -101,9 +121,47 @@ impl RoomService {
         events: Vec<StoredEvent>,
     ) -> Result<Vec<StoredEvent>> {
         let view = self.visibility_view(room_id, user_id).await?;
-        Ok(events
+        self.visible(room_id, &view, events).await
+    }
+
+    /// Keeps the events `view` may see, erased senders' ones redacted where
+    /// the viewer was not joined when they were sent.
+    pub async fn visible(
+        &self,
+        room_id: &str,
+        view: &VisibilityView,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut events: Vec<StoredEvent> = events
             .into_iter()
             .filter(|e| !e.rejected && view.can_see(e.stream_pos))
-            .collect())
+            .collect();
+        let hidden: Vec<usize> = {
+            let erased = self.core.erased.read();
+            if erased.is_empty() {
+                return Ok(events);
+            }
+            events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !view.joined_at(e.stream_pos))
+                .filter(|(_, e)| sender(&e.pdu_json).is_some_and(|s| erased.contains(&s)))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        if hidden.is_empty() {
+            return Ok(events);
+        }
+        let Ok(id) = ruma::RoomId::parse(room_id) else {
+            return Ok(events);
+        };
+        let Some(room) = self.get(&id).await? else {
+            return Ok(events);
+        };
+        let rules = room.read().await.rules.clone();
+        for i in hidden {
+            events[i].pdu_json = builder::redact_json(&events[i].pdu_json, &rules)?;
+        }
+        Ok(events)
     }
 }

@@ -129,6 +129,7 @@ pub trait AdminStore: Send + Sync {
     async fn set_shadow_banned(&self, user_id: &str, banned: bool) -> Result<()>;
     async fn shadow_banned_users(&self) -> Result<Vec<String>>;
     async fn set_erased(&self, user_id: &str) -> Result<()>;
+    async fn erased_users(&self) -> Result<Vec<String>>;
 
     /// `Some((messages_per_second, burst_count))` sets, `None` removes.
     async fn set_ratelimit_override(&self, user_id: &str, value: Option<(i64, i64)>) -> Result<()>;

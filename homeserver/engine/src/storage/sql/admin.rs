@@ -205,6 +205,16 @@ impl AdminStore for SqlStore {
         Ok(())
     }
 
+    async fn erased_users(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT user_id FROM erased_users")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("user_id"))
+            .collect::<Result<_, _>>()?)
+    }
+
     async fn set_ratelimit_override(&self, user_id: &str, value: Option<(i64, i64)>) -> Result<()> {
         let q = match value {
             Some((per_second, burst)) => sqlx::query(
