@@ -68,6 +68,7 @@ pub fn app(services: Arc<Services>) -> Router {
         .merge(media_repo::router())
         .fallback(unrecognized)
         .method_not_allowed_fallback(unrecognized)
+        .layer(middleware::from_fn(writes_run_to_completion))
         .layer(middleware::from_fn(request_span))
         .layer(cors)
         .with_state(services)
@@ -82,6 +83,25 @@ async fn unrecognized(method: Method) -> Response {
     // Unknown endpoints and unsupported methods both answer M_UNRECOGNIZED.
     let body = Error::unrecognized("Unrecognized request").to_json();
     (status, axum::Json(body)).into_response()
+}
+
+/// A request that changes something runs to its end even when the client
+/// goes away: hyper drops a request's future when its connection closes, and a
+/// write cut between its database commit and its in-memory bookkeeping (room
+/// extremities, stream positions, wake-ups) would leave the two disagreeing.
+/// Reads stay cancellable, so an abandoned long-poll costs nothing.
+async fn writes_run_to_completion(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    match tokio::spawn(tracing::Instrument::in_current_span(next.run(req))).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "request handler failed");
+            let body = Error::unknown("Internal server error").to_json();
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+        }
+    }
 }
 
 /// One tracing span per request, tagged with a request id.
