@@ -1,5 +1,5 @@
-//! Room creation and membership: createRoom, join, invite, leave, forget, kick,
-//! ban, unban, and the listings (`joined_rooms`, `members`, `joined_members`).
+//! Room creation and membership: createRoom, join, knock, invite, leave,
+//! forget, kick, ban, unban, and the listings (`joined_rooms`, `members`, `joined_members`).
 
 use std::collections::HashMap;
 
@@ -11,6 +11,7 @@ use axum::{
 use engine::{events::builder::EventDraft, rooms::CreateRoom, Error};
 use ruma::{
     api::client::{
+        knock::knock_room,
         membership::{
             ban_user, forget_room, join_room_by_id, join_room_by_id_or_alias, joined_rooms,
             kick_user, leave_room, unban_user,
@@ -32,6 +33,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<create_room::v3::Request, _, _>(r, create_room_route);
     let r = ruma_route::<join_room_by_id::v3::Request, _, _>(r, join_by_id_route);
     let r = ruma_route::<join_room_by_id_or_alias::v3::Request, _, _>(r, join_by_id_or_alias_route);
+    let r = ruma_route::<knock_room::v3::Request, _, _>(r, knock_route);
     let r = ruma_route::<leave_room::v3::Request, _, _>(r, leave_route);
     let r = ruma_route::<forget_room::v3::Request, _, _>(r, forget_route);
     let r = ruma_route::<kick_user::v3::Request, _, _>(r, kick_route);
@@ -135,14 +137,14 @@ async fn join_by_id_route(
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id)))
 }
 
-async fn join_by_id_or_alias_route(
-    State(state): State<AppState>,
-    req: Ruma<join_room_by_id_or_alias::v3::Request>,
-) -> ApiResult<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
-    let user = req.user()?.user_id.clone();
-    let target = req.body.room_id_or_alias.as_str();
-    let mut via = req.body.via.clone();
-    let room_id: OwnedRoomId = if target.starts_with('#') {
+/// A room id, or an alias resolved here or by its server (whose suggested
+/// servers join `via`).
+async fn resolve_target(
+    state: &AppState,
+    target: &str,
+    via: &mut Vec<ruma::OwnedServerName>,
+) -> ApiResult<OwnedRoomId> {
+    Ok(if target.starts_with('#') {
         let alias = <&RoomAliasId>::try_from(target)
             .map_err(|_| Error::invalid_param("Invalid room alias."))?;
         if state.core.is_local(alias.server_name()) {
@@ -154,7 +156,30 @@ async fn join_by_id_or_alias_route(
         }
     } else {
         parse_room_id(target)?.to_owned()
-    };
+    })
+}
+
+async fn knock_route(
+    State(state): State<AppState>,
+    req: Ruma<knock_room::v3::Request>,
+) -> ApiResult<RumaResponse<knock_room::v3::Response>> {
+    let user = req.user()?.user_id.clone();
+    let mut via = req.body.via.clone();
+    let room_id = resolve_target(&state, req.body.room_id_or_alias.as_str(), &mut via).await?;
+    let room_id = state
+        .fed_rooms
+        .knock(&room_id, &user, &via, req.body.reason.clone())
+        .await?;
+    Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
+}
+
+async fn join_by_id_or_alias_route(
+    State(state): State<AppState>,
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> ApiResult<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
+    let user = req.user()?.user_id.clone();
+    let mut via = req.body.via.clone();
+    let room_id = resolve_target(&state, req.body.room_id_or_alias.as_str(), &mut via).await?;
     let room_id = state
         .fed_rooms
         .join(&room_id, &user, &via, req.body.reason.clone())
@@ -195,7 +220,8 @@ async fn kick_route(
         .rooms
         .membership(&b.room_id, b.user_id.as_str())
         .await?;
-    if !matches!(target.as_deref(), Some("join") | Some("invite")) {
+    // Kicking a knocking user turns their knock down.
+    if !matches!(target.as_deref(), Some("join" | "invite" | "knock")) {
         return Err(Error::forbidden("The target user is not in the room.").into());
     }
     state

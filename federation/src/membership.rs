@@ -1,5 +1,6 @@
-//! Joining, leaving and inviting over federation: `make_join`/`send_join`,
-//! `make_leave`/`send_leave` and `invite` (v2). Version 1 of `send_join` and
+//! Joining, knocking, leaving and inviting over federation:
+//! `make_join`/`send_join`, `make_knock`/`send_knock`, `make_leave`/`send_leave`
+//! and `invite` (v2). Version 1 of `send_join` and
 //! `send_leave` answers in the old `[200, body]` array shape.
 
 use std::sync::Arc;
@@ -50,6 +51,14 @@ pub fn router() -> Router<AppState> {
             "/_matrix/federation/v2/invite/{room_id}/{event_id}",
             put(invite_v2),
         )
+        .route(
+            "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
+            get(make_knock),
+        )
+        .route(
+            "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
+            put(send_knock),
+        )
 }
 
 /// The `ver` parameters of a query string (repeated, so not serde's job).
@@ -79,6 +88,32 @@ async fn make_join(
             .fed_rooms
             .make_membership(&origin, &room_id, &user_id, "join", &vers)
             .await?,
+    ))
+}
+
+async fn make_knock(
+    State(state): State<AppState>,
+    Path((room_id, user_id)): Path<(OwnedRoomId, OwnedUserId)>,
+    RawQuery(query): RawQuery,
+    Origin(origin): Origin,
+) -> FedResult<Json<Value>> {
+    // Knocking exists from room version 7: a server naming none cannot knock.
+    let vers = versions(query.as_deref());
+    Ok(Json(
+        state
+            .fed_rooms
+            .make_membership(&origin, &room_id, &user_id, "knock", &vers)
+            .await?,
+    ))
+}
+
+async fn send_knock(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    req: FedRequest,
+) -> FedResult<Json<Value>> {
+    Ok(Json(
+        send_membership(&state, &req, &room_id, &event_id, "knock").await?,
     ))
 }
 

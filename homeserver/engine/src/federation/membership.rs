@@ -56,7 +56,8 @@ impl RoomFederation {
         }
         let room = self.resident_room(room_id).await?;
         let st = room.read().await;
-        if membership == "join" && !versions.iter().any(|v| v == st.version.as_str()) {
+        let needs_version = matches!(membership, "join" | "knock");
+        if needs_version && !versions.iter().any(|v| v == st.version.as_str()) {
             return Err(Error::new(
                 400,
                 "M_INCOMPATIBLE_ROOM_VERSION",
@@ -138,6 +139,10 @@ impl RoomFederation {
                 .outbound
                 .send_pdu(others.iter().map(String::as_str), &json)
                 .await?;
+        }
+        if membership == "knock" {
+            let knock_room_state = self.stripped_state_of(&st).await?;
+            return Ok(json!({ "knock_room_state": knock_room_state }));
         }
         if membership != "join" {
             return Ok(json!({}));
@@ -228,9 +233,11 @@ impl RoomFederation {
         .map_err(|e| Error::unknown(format!("cannot sign invite: {e}")))?;
         let signed = builder::canonical_string(&object);
 
+        // Since Matrix 1.16 (MSC4311) the entries are full PDUs, older servers
+        // send stripped events: clients get the stripped form of either.
         let mut stripped: Vec<Value> = body["invite_room_state"]
             .as_array()
-            .cloned()
+            .map(|entries| entries.iter().filter_map(strip_entry).collect())
             .unwrap_or_default();
         stripped.push(to_stripped(&signed));
         let pos = self.core.stream.allocate();
@@ -251,6 +258,7 @@ impl RoomFederation {
                         room_version: version.to_string(),
                         stripped_state: Value::Array(stripped).to_string(),
                     },
+                    "invite",
                     pos,
                 )
                 .await
@@ -457,7 +465,7 @@ impl RoomFederation {
 
     /// `make_join`/`make_leave` on a remote server: the room version and the
     /// template, with our `origin_server_ts`.
-    async fn make_remote(
+    pub(super) async fn make_remote(
         &self,
         server: &ServerName,
         room_id: &RoomId,
@@ -514,7 +522,7 @@ impl RoomFederation {
     }
 
     /// Hashes and signs a template; its event id and canonical JSON.
-    fn sign_template(
+    pub(super) fn sign_template(
         &self,
         version: &RoomVersionId,
         mut object: ruma::CanonicalJsonObject,
@@ -774,9 +782,16 @@ impl RoomFederation {
             &st.state,
             &builder::index_by_id(&st.state),
         )?;
-        let mut stripped = Vec::new();
-        for kind in crate::sync::STRIPPED_STATE {
-            if let Some(p) = st.state_event(kind, "") {
+        // `invite_room_state` carries full signed PDUs (Matrix 1.16, MSC4311),
+        // the create event among them: Synapse checks each against the room
+        // version and its signatures, and warns (later: refuses) otherwise.
+        let mut invite_state = Vec::new();
+        let keys = crate::sync::STRIPPED_STATE
+            .iter()
+            .map(|kind| (*kind, ""))
+            .chain(std::iter::once(("m.room.member", sender.as_str())));
+        for (kind, state_key) in keys {
+            if let Some(p) = st.state_event(kind, state_key) {
                 if let Some(ev) = self
                     .core
                     .storage
@@ -784,19 +799,8 @@ impl RoomFederation {
                     .get_event(p.event_id.as_str())
                     .await?
                 {
-                    stripped.push(to_stripped(&ev.pdu_json));
+                    invite_state.push(serde_json::from_str::<Value>(&ev.pdu_json)?);
                 }
-            }
-        }
-        if let Some(p) = st.state_event("m.room.member", sender.as_str()) {
-            if let Some(ev) = self
-                .core
-                .storage
-                .timeline
-                .get_event(p.event_id.as_str())
-                .await?
-            {
-                stripped.push(to_stripped(&ev.pdu_json));
             }
         }
         let path = format!(
@@ -807,7 +811,7 @@ impl RoomFederation {
         let body = json!({
             "room_version": st.version.as_str(),
             "event": serde_json::from_str::<Value>(&built.json)?,
-            "invite_room_state": stripped,
+            "invite_room_state": invite_state,
         });
         let response = self
             .fed
@@ -846,7 +850,11 @@ impl RoomFederation {
         else {
             return Ok(false);
         };
-        let inviter_server = self.inviting_server(room_id, user).await?;
+        // A knock was ours: rescinding it goes through a server in the room.
+        let inviter_server = match self.inviting_server(room_id, user).await? {
+            Some(s) if !self.core.is_local(&s) => Some(s),
+            _ => self.server_in_room(&invite, room_id),
+        };
         let mut event_id = invite.event_id.clone();
         if let Some(server) = inviter_server {
             let attempt = async {
@@ -933,4 +941,18 @@ impl RoomFederation {
             now_ms: now_ms(),
         }
     }
+}
+
+/// One `invite_room_state` entry as clients see it (`type`, `state_key`,
+/// `sender`, `content`), whether the inviting server sent a full PDU or an
+/// already stripped event; entries without a type and state key are dropped.
+pub(super) fn strip_entry(entry: &Value) -> Option<Value> {
+    let kind = entry.get("type")?.as_str()?;
+    let state_key = entry.get("state_key")?.as_str()?;
+    Some(json!({
+        "type": kind,
+        "state_key": state_key,
+        "sender": entry.get("sender").cloned().unwrap_or(Value::Null),
+        "content": entry.get("content").cloned().unwrap_or_else(|| json!({})),
+    }))
 }

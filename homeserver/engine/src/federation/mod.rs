@@ -18,6 +18,7 @@ pub mod e2ee;
 pub mod edu;
 pub mod key_queries;
 pub mod keys;
+pub mod knock;
 pub mod membership;
 pub mod notary;
 pub mod reads;

@@ -94,7 +94,13 @@ impl RoomFederation {
         };
         let room = match self.rooms.get(&room_id).await {
             Ok(Some(room)) => room,
-            Ok(None) => return (None, Err(Error::not_found("Unknown room"))),
+            Ok(None) => {
+                // Only the answer to one of our users' knocks or invites.
+                return match self.membership_outside(&room_id, value).await {
+                    Ok(id) => (Some(id), Ok(())),
+                    Err(e) => (None, Err(e)),
+                };
+            }
             Err(e) => return (None, Err(e)),
         };
         let (version, denied) = {

@@ -1,4 +1,5 @@
-//! Membership changes of local users: join, invite, leave, kick, ban, unban, forget.
+//! Membership changes of local users: join, knock, invite, leave, kick, ban,
+//! unban, forget.
 
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::{json, Value};
@@ -47,6 +48,54 @@ impl RoomService {
         )
         .await?;
         Ok(room_id.to_owned())
+    }
+
+    /// Knocks on a room on this server: asks its members to be let in. The
+    /// room's `join_rule` must allow it (`knock`, or `knock_restricted` in
+    /// room versions that have it); the auth rules decide.
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        if self
+            .core
+            .storage
+            .admin
+            .room_blocked_by(room_id.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(Error::forbidden(
+                "This room has been blocked on this server.",
+            ));
+        }
+        let room = self
+            .get(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("No known servers to knock on this room through."))?;
+        let mut st = room.write().await;
+        match st.membership_of(user.as_str()).as_deref() {
+            Some("knock") => return Ok(()),
+            Some("join") => return Err(Error::forbidden("You are already in this room.")),
+            Some("invite") => {
+                return Err(Error::forbidden(
+                    "You are already invited: join the room instead.",
+                ))
+            }
+            Some("ban") => return Err(Error::forbidden("You are banned from this room.")),
+            _ => {}
+        }
+        let content = self.member_content(user, "knock", reason).await?;
+        self.send_locked(
+            &mut st,
+            user,
+            EventDraft::state("m.room.member", user.as_str(), content),
+            None,
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn leave(

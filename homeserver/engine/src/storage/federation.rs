@@ -116,7 +116,14 @@ pub trait FederationStore: Send + Sync {
     /// Creates a snapshot on its own (the state of a room joined over federation).
     async fn create_snapshot(&self, snapshot: &SnapshotWrite) -> Result<()>;
 
-    async fn put_remote_invite(&self, invite: &RemoteInviteRecord, pos: StreamPos) -> Result<()>;
+    /// Records an invite to (`membership` "invite") or a knock on ("knock")
+    /// a room not held here, with the user's membership row, atomically.
+    async fn put_remote_invite(
+        &self,
+        invite: &RemoteInviteRecord,
+        membership: &str,
+        pos: StreamPos,
+    ) -> Result<()>;
     async fn get_remote_invite(
         &self,
         room_id: &str,

@@ -191,6 +191,7 @@ impl SyncService {
             .await?;
         let mut join = Map::new();
         let mut invite = Map::new();
+        let mut knock = Map::new();
         let mut leave = Map::new();
         let mut pass = Pass {
             since,
@@ -221,7 +222,18 @@ impl SyncService {
                     }
                 }
                 "invite" if since.is_none_or(|s| m.stream_pos > s) => {
-                    invite.insert(m.room_id.clone(), self.invited_room(m).await?);
+                    let events = self.stripped_room(m).await?;
+                    invite.insert(
+                        m.room_id.clone(),
+                        json!({"invite_state": {"events": events}}),
+                    );
+                }
+                "knock" if since.is_none_or(|s| m.stream_pos > s) => {
+                    let events = self.stripped_room(m).await?;
+                    knock.insert(
+                        m.room_id.clone(),
+                        json!({"knock_state": {"events": events}}),
+                    );
                 }
                 "leave" | "ban"
                     if since.is_some_and(|s| m.stream_pos > s)
@@ -264,13 +276,14 @@ impl SyncService {
             super::e2ee::sections(&self.core, &req.user_id, &req.device_id, since, upto).await?;
         let empty = join.is_empty()
             && invite.is_empty()
+            && knock.is_empty()
             && leave.is_empty()
             && global.is_empty()
             && presence.is_empty()
             && !e2ee.has_updates();
         let body = json!({
             "next_batch": make_token(upto),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": global},
             "presence": {"events": presence},
             "to_device": {"events": e2ee.to_device},
@@ -500,9 +513,11 @@ impl SyncService {
             .collect())
     }
 
-    async fn invited_room(&self, m: &MembershipRecord) -> Result<Value> {
-        // Invited over federation to a room not held here: the stripped state
-        // came with the invite.
+    /// What an invited or knocking user sees of a room: its stripped state and
+    /// their own member event.
+    async fn stripped_room(&self, m: &MembershipRecord) -> Result<Value> {
+        // Invited to (or knocking on) a room not held here: the stripped state
+        // came with the invite (or the knock's answer).
         if let Some(invite) = self
             .core
             .storage
@@ -511,8 +526,7 @@ impl SyncService {
             .await?
         {
             if invite.event_id == m.event_id {
-                let events: Value = serde_json::from_str(&invite.stripped_state)?;
-                return Ok(json!({"invite_state": {"events": events}}));
+                return Ok(serde_json::from_str(&invite.stripped_state)?);
             }
         }
         let mut events = Vec::new();
@@ -537,7 +551,7 @@ impl SyncService {
         if let Some(ev) = self.core.storage.timeline.get_event(&m.event_id).await? {
             events.push(to_stripped(&ev.pdu_json));
         }
-        Ok(json!({"invite_state": {"events": events}}))
+        Ok(Value::Array(events))
     }
 
     async fn left_room(

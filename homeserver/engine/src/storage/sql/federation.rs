@@ -271,7 +271,12 @@ impl FederationStore for SqlStore {
         Ok(())
     }
 
-    async fn put_remote_invite(&self, invite: &RemoteInviteRecord, pos: StreamPos) -> Result<()> {
+    async fn put_remote_invite(
+        &self,
+        invite: &RemoteInviteRecord,
+        membership: &str,
+        pos: StreamPos,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "INSERT INTO remote_invites (room_id, user_id, event_id, room_version, stripped_state) VALUES ($1, $2, $3, $4, $5)
@@ -286,12 +291,13 @@ impl FederationStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, 'invite', $3, $4, 0)
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
              ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
                 event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
         )
         .bind(&invite.room_id)
         .bind(&invite.user_id)
+        .bind(membership)
         .bind(&invite.event_id)
         .bind(pos)
         .execute(&mut *tx)
