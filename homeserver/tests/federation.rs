@@ -7,71 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{federation::Federation, Client};
+use common::{
+    federation::{wait_for_bodies, wait_for_membership, Federation},
+    Client,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-/// Waits (by /sync long-polls) until `pred` holds for the room's timeline
-/// bodies on `client`; returns the bodies.
-async fn wait_for_bodies(
-    client: &Client,
-    room_id: &str,
-    pred: impl Fn(&[String]) -> bool,
-) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let bodies = timeline_bodies(client, room_id).await;
-        if pred(&bodies) {
-            return bodies;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out; {} has {bodies:?}",
-            client.user_id
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every `m.room.message` body of the room, oldest first, via /messages.
-async fn timeline_bodies(client: &Client, room_id: &str) -> Vec<String> {
-    let r = client
-        .get(&format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200",
-            common::enc(room_id)
-        ))
-        .await;
-    if r.status != 200 {
-        return Vec::new();
-    }
-    let v = r.ok();
-    let mut bodies: Vec<String> = v["chunk"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["type"] == "m.room.message")
-        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-        .collect();
-    bodies.reverse();
-    bodies
-}
-
-/// Waits until `client` sees `user` with `membership` in the room's state.
-async fn wait_for_membership(client: &Client, room_id: &str, user: &str, membership: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = client.get_state(room_id, "m.room.member", user).await;
-        if r.status == 200 && r.ok()["membership"] == membership {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never saw {user} as {membership}",
-            client.user_id
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn join_via(client: &Client, room_id: &str, server: &str) -> common::Response {
     client

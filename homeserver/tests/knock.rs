@@ -7,7 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{enc, federation::Federation, Client, TestServer};
+use common::{
+    enc,
+    federation::{wait_for_membership, Federation},
+    Client, TestServer,
+};
 use serde_json::{json, Value};
 
 /// A room (version 10) whose members let people in by answering knocks.
@@ -45,22 +49,6 @@ async fn wait_in_section(client: &Client, section: &str, room: &str) -> Value {
             "{} never saw {room} under rooms.{section}: {}",
             client.user_id,
             sync["rooms"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_for_membership(client: &Client, room: &str, user: &str, membership: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = client.get_state(room, "m.room.member", user).await;
-        if r.status == 200 && r.ok()["membership"] == membership {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never saw {user} as {membership}",
-            client.user_id
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

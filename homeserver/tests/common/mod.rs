@@ -20,6 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 pub mod federation;
+pub mod link;
 pub mod sync;
 
 #[allow(unused_imports)]
@@ -114,6 +115,19 @@ impl TestServer {
             .expect("homeserver::start after restart");
         self.base_url = format!("http://{}", server.client_addr);
         self.server = Some(server);
+    }
+
+    /// Stops the server, keeping its storage, until [`TestServer::start_again`].
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.shutdown().await;
+        }
+    }
+
+    /// Starts a stopped server again on its storage and signing key (its
+    /// federation listener on the same address, its client one on a new port).
+    pub async fn start_again(&mut self) {
+        self.restart().await;
     }
 
     /// Stops the server, then drops its PostgreSQL database (if any).
