@@ -51,6 +51,11 @@ async fn get_alias(
     Path(alias): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let alias = parse_alias(&alias)?;
+    if !state.core.is_local(alias.server_name()) {
+        // Another server's alias: its directory answers (`/query/directory`).
+        let (room_id, servers) = state.fed_rooms.resolve_remote_alias(alias).await?;
+        return Ok(Json(json!({"room_id": room_id, "servers": servers})));
+    }
     let room_id = state.rooms.resolve_alias(alias).await?;
     Ok(Json(
         json!({"room_id": room_id, "servers": [state.core.server_name]}),
@@ -158,60 +163,61 @@ async fn put_visibility(
     Ok(Json(json!({})))
 }
 
-/// Pages with `since` = offset into the list, as `next_batch` / `prev_batch`.
-fn page(all: Vec<Value>, limit: Option<usize>, since: Option<&str>, term: Option<&str>) -> Value {
-    let term = term.map(str::to_lowercase);
-    let filtered: Vec<Value> = all
-        .into_iter()
-        .filter(|r| {
-            term.as_deref().is_none_or(|t| {
-                ["name", "topic", "canonical_alias"]
-                    .iter()
-                    .any(|f| r[*f].as_str().is_some_and(|s| s.to_lowercase().contains(t)))
-            })
-        })
-        .collect();
-    let total = filtered.len();
-    let offset = since
-        .and_then(|s| s.strip_prefix('o'))
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(0)
-        .min(total);
-    let limit = limit.unwrap_or(total.max(1)).max(1);
-    let chunk: Vec<Value> = filtered.into_iter().skip(offset).take(limit).collect();
-    let mut out = json!({"chunk": chunk, "total_room_count_estimate": total});
-    if offset + limit < total {
-        out["next_batch"] = json!(format!("o{}", offset + limit));
-    }
-    if offset > 0 {
-        out["prev_batch"] = json!(format!("o{}", offset.saturating_sub(limit)));
-    }
-    out
-}
-
+/// `GET /publicRooms`: this server's directory, or (`server=`) another's
+/// through federation.
 async fn public_rooms_get(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let limit = q.get("limit").and_then(|l| l.parse().ok());
-    Ok(Json(page(
-        state.rooms.public_rooms().await?,
-        limit,
-        q.get("since").map(String::as_str),
-        None,
-    )))
+    let since = q.get("since").map(String::as_str);
+    Ok(Json(
+        directory(
+            &state,
+            q.get("server").map(String::as_str),
+            limit,
+            since,
+            None,
+        )
+        .await?,
+    ))
 }
 
 async fn public_rooms_post(
     State(state): State<AppState>,
     Auth(_user): Auth,
+    Query(q): Query<HashMap<String, String>>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let limit = body["limit"].as_u64().map(|l| l as usize);
-    Ok(Json(page(
-        state.rooms.public_rooms().await?,
-        limit,
-        body["since"].as_str(),
-        body["filter"]["generic_search_term"].as_str(),
-    )))
+    Ok(Json(
+        directory(
+            &state,
+            q.get("server").map(String::as_str),
+            limit,
+            body["since"].as_str(),
+            body["filter"]["generic_search_term"].as_str(),
+        )
+        .await?,
+    ))
+}
+
+async fn directory(
+    state: &AppState,
+    server: Option<&str>,
+    limit: Option<usize>,
+    since: Option<&str>,
+    term: Option<&str>,
+) -> ApiResult<Value> {
+    if let Some(server) = server {
+        let server = <&ruma::ServerName>::try_from(server)
+            .map_err(|_| Error::invalid_param("Invalid server name."))?;
+        if !state.core.is_local(server) {
+            return Ok(state
+                .fed_rooms
+                .remote_public_rooms(server, limit, since, term)
+                .await?);
+        }
+    }
+    Ok(state.rooms.public_rooms_page(limit, since, term).await?)
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod membership;
+pub mod public_rooms;
 pub mod query;
 pub mod transactions;
 pub mod user;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(keys::router())
         .merge(membership::router())
+        .merge(public_rooms::router())
         .merge(transactions::router())
         .merge(events::router())
         .merge(query::router())

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod knock;
 pub mod membership;
 pub mod notary;
+pub mod public_rooms;
 pub mod reads;
 pub mod rooms;
 pub mod sender;

@@ -112,4 +112,52 @@ impl RoomService {
         }
         Ok(out)
     }
+
+    /// One page of the public room directory, as `/publicRooms` (client and
+    /// federation) answers it: rooms matching `term` (in name, topic or
+    /// canonical alias, case-insensitively), `since` being an `o<offset>`
+    /// token from an earlier page's `next_batch` or `prev_batch`.
+    pub async fn public_rooms_page(
+        &self,
+        limit: Option<usize>,
+        since: Option<&str>,
+        term: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        Ok(page(self.public_rooms().await?, limit, since, term))
+    }
+}
+
+fn page(
+    all: Vec<serde_json::Value>,
+    limit: Option<usize>,
+    since: Option<&str>,
+    term: Option<&str>,
+) -> serde_json::Value {
+    let term = term.map(str::to_lowercase);
+    let filtered: Vec<serde_json::Value> = all
+        .into_iter()
+        .filter(|r| {
+            term.as_deref().is_none_or(|t| {
+                ["name", "topic", "canonical_alias"]
+                    .iter()
+                    .any(|f| r[*f].as_str().is_some_and(|s| s.to_lowercase().contains(t)))
+            })
+        })
+        .collect();
+    let total = filtered.len();
+    let offset = since
+        .and_then(|s| s.strip_prefix('o'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(total);
+    let limit = limit.unwrap_or(total.max(1)).max(1);
+    let chunk: Vec<serde_json::Value> = filtered.into_iter().skip(offset).take(limit).collect();
+    let mut out = serde_json::json!({"chunk": chunk, "total_room_count_estimate": total});
+    if offset + limit < total {
+        out["next_batch"] = serde_json::json!(format!("o{}", offset + limit));
+    }
+    if offset > 0 {
+        out["prev_batch"] = serde_json::json!(format!("o{}", offset.saturating_sub(limit)));
+    }
+    out
 }
