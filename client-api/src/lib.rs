@@ -23,6 +23,7 @@ mod push;
 mod register;
 mod rooms;
 mod session;
+mod spaces;
 pub mod stream;
 mod sync;
 mod to_device;
@@ -84,6 +85,7 @@ pub fn router() -> Router<AppState> {
     let r = rooms::routes(r);
     let r = events::routes(r);
     let r = directory::routes(r);
+    let r = spaces::routes(r);
     let r = sync::routes(r);
     let r = ephemeral::routes(r);
     let r = stream::routes(r);

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod hierarchy;
 pub mod keys;
 pub mod membership;
 pub mod public_rooms;
@@ -29,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .merge(public_rooms::router())
         .merge(transactions::router())
         .merge(events::router())
+        .merge(hierarchy::router())
         .merge(query::router())
         .merge(user::router())
         .route("/_matrix/federation/v1/version", get(version))

@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod dns;
 pub mod e2ee;
 pub mod edu;
+pub mod hierarchy;
 pub mod key_queries;
 pub mod keys;
 pub mod knock;

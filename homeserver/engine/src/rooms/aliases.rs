@@ -84,30 +84,7 @@ impl RoomService {
             let Some(room) = self.get(&room_id).await? else {
                 continue;
             };
-            let st = room.read().await;
-            let mut chunk = serde_json::json!({
-                "room_id": room_id,
-                "num_joined_members": st.joined.len(),
-                "world_readable": st.history_visibility() == "world_readable",
-                "guest_can_join": st.state_event("m.room.guest_access", "").and_then(|p| p.content_str("guest_access")).as_deref() == Some("can_join"),
-                "join_rule": st.join_rule(),
-            });
-            for (kind, field, out_field) in [
-                ("m.room.name", "name", "name"),
-                ("m.room.topic", "topic", "topic"),
-                ("m.room.avatar", "url", "avatar_url"),
-                ("m.room.canonical_alias", "alias", "canonical_alias"),
-            ] {
-                if let Some(v) = st.state_event(kind, "").and_then(|p| p.content_str(field)) {
-                    chunk[out_field] = serde_json::json!(v);
-                }
-            }
-            if let Some(t) = st
-                .state_event("m.room.create", "")
-                .and_then(|p| p.content_str("type"))
-            {
-                chunk["room_type"] = serde_json::json!(t);
-            }
+            let chunk = summary(&*room.read().await);
             out.push(chunk);
         }
         Ok(out)
@@ -125,6 +102,38 @@ impl RoomService {
     ) -> Result<serde_json::Value> {
         Ok(page(self.public_rooms().await?, limit, since, term))
     }
+}
+
+/// The fields the directory and the space hierarchy show of a room.
+pub(crate) fn summary(st: &super::RoomState) -> serde_json::Value {
+    let mut chunk = serde_json::json!({
+        "room_id": st.room_id,
+        "num_joined_members": st.joined.len(),
+        "world_readable": st.history_visibility() == "world_readable",
+        "guest_can_join": st
+            .state_event("m.room.guest_access", "")
+            .and_then(|p| p.content_str("guest_access"))
+            .as_deref()
+            == Some("can_join"),
+        "join_rule": st.join_rule(),
+    });
+    for (kind, field, out_field) in [
+        ("m.room.name", "name", "name"),
+        ("m.room.topic", "topic", "topic"),
+        ("m.room.avatar", "url", "avatar_url"),
+        ("m.room.canonical_alias", "alias", "canonical_alias"),
+    ] {
+        if let Some(v) = st.state_event(kind, "").and_then(|p| p.content_str(field)) {
+            chunk[out_field] = serde_json::json!(v);
+        }
+    }
+    if let Some(t) = st
+        .state_event("m.room.create", "")
+        .and_then(|p| p.content_str("type"))
+    {
+        chunk["room_type"] = serde_json::json!(t);
+    }
+    chunk
 }
 
 fn page(

@@ -6,6 +6,7 @@
 
 mod aliases;
 mod create;
+pub mod hierarchy;
 mod membership;
 pub mod remote;
 pub mod send;
