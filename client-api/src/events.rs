@@ -315,19 +315,23 @@ async fn messages(
     };
     let filter = parse_filter(&q)?;
     let limit = parse_limit(&q, 10)?;
-    let out = state
-        .timeline
-        .messages(MessagesRequest {
-            user_id: user.user_id.as_str(),
-            device_id: &user.device_id,
-            room_id,
-            from: q.get("from").map(String::as_str),
-            to: q.get("to").map(String::as_str),
-            backward,
-            limit,
-            filter,
-        })
-        .await?;
+    let request = || MessagesRequest {
+        user_id: user.user_id.as_str(),
+        device_id: &user.device_id,
+        room_id,
+        from: q.get("from").map(String::as_str),
+        to: q.get("to").map(String::as_str),
+        backward,
+        limit,
+        filter: filter.clone(),
+    };
+    let out = state.timeline.messages(request()).await?;
+    // Paged back past the oldest event held: the room may have begun before
+    // this server joined it. Fetch what came before, then read again.
+    let at_start = backward && out.get("end").is_none() && !q.contains_key("to");
+    if at_start && state.fed_rooms.backfill_history(room_id).await? > 0 {
+        return Ok(Json(state.timeline.messages(request()).await?));
+    }
     Ok(Json(out))
 }
 

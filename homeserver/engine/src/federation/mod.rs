@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod authentication;
+pub mod backfill;
 pub mod client;
 pub mod discovery;
 pub mod dns;

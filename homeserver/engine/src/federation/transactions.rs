@@ -153,7 +153,7 @@ impl RoomFederation {
     }
 
     /// Fetches and stores (as outliers) the auth events of `checked` we lack.
-    async fn fetch_missing_auth(
+    pub(super) async fn fetch_missing_auth(
         &self,
         origin: &ServerName,
         st: &RoomState,

@@ -121,6 +121,35 @@ impl RoomService {
         Ok(Accepted::Timeline)
     }
 
+    /// Whether `pdu` passes the auth rules against its own auth events (the
+    /// one check possible for history from before we joined). `Ok(Err(_))`
+    /// names the failure; an auth event not held is an error.
+    pub async fn check_against_auth_events(
+        &self,
+        st: &RoomState,
+        pdu: &Pdu,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut cache = EventCache::default();
+        let mut auth_state: auth::StateMap = HashMap::new();
+        for id in &pdu.auth_events {
+            let Some(a) = self.load_pdu(&mut cache, st, id).await? else {
+                return Err(Error::unknown(format!("auth event {id} is not held")));
+            };
+            if a.rejected {
+                return Ok(Err("an auth event was rejected".into()));
+            }
+            if let Some(k) = &a.state_key {
+                auth_state.insert((a.kind.to_string(), k.clone()), a.clone());
+            }
+        }
+        if let Some(create) = st.state_event("m.room.create", "") {
+            auth_state
+                .entry(("m.room.create".into(), String::new()))
+                .or_insert_with(|| create.clone());
+        }
+        Ok(check(st, pdu, &auth_state, &auth_state))
+    }
+
     /// The state before `pdu`: the state after its single prev event, or the
     /// resolution of the states after each of them (then a new snapshot).
     async fn state_before(
@@ -296,7 +325,7 @@ impl RoomService {
             }
             changed_pdus.push((key.clone(), p));
         }
-        let redaction = self.remote_redaction(st, &pdu).await?;
+        let redaction = self.remote_redaction(st, &pdu, &json).await?;
 
         let pos = self.core.stream.allocate();
         let write = RemoteEventWrite {
@@ -386,6 +415,7 @@ impl RoomService {
         &self,
         st: &RoomState,
         pdu: &Pdu,
+        json: &str,
     ) -> Result<Option<(String, String)>> {
         let (Some(target), true) = (&pdu.redacts, pdu.kind.to_string() == "m.room.redaction")
         else {
@@ -415,6 +445,9 @@ impl RoomService {
             }
         }
         let redacted = builder::redact_json(&ev.pdu_json, &st.rules)?;
+        // As for local redactions: clients read `unsigned.redacted_because`.
+        let redacted =
+            super::send::with_redacted_because(&redacted, &pdu.event_id, json, &st.room_id);
         Ok(Some((ev.event_id, redacted)))
     }
 }

@@ -11,8 +11,8 @@ use crate::{
     core::Core,
     error::{Error, Result},
     events::client_format::to_client,
-    storage::{Direction, StoredEvent},
-    sync::{filter::Filter, make_token, parse_token},
+    storage::{Direction, StoredEvent, StreamPos},
+    sync::{filter::Filter, make_token, parse_pagination_token},
     util::now_ms,
 };
 
@@ -70,18 +70,19 @@ impl TimelineService {
         let timeline = &self.core.storage.timeline;
         let current = self.core.stream.current();
         let from = match req.from {
-            Some(t) => parse_token(t)?.min(current),
+            Some(t) => parse_pagination_token(t)?.min(current),
             None if req.backward => current,
-            None => 0,
+            // Backfilled history sits below position 0.
+            None => StreamPos::MIN,
         };
-        let to = req.to.map(parse_token).transpose()?;
+        let to = req.to.map(parse_pagination_token).transpose()?;
         let limit = req.limit.clamp(1, 1000);
         let (raw, end) = if req.backward {
             let raw = timeline
                 .room_events(
                     req.room_id.as_str(),
                     from,
-                    to.unwrap_or(0),
+                    to.unwrap_or(StreamPos::MIN),
                     Direction::Backward,
                     limit,
                 )

@@ -56,6 +56,9 @@ pub struct RemoteEventWrite {
     pub redaction: Option<(String, String)>,
 }
 
+/// `state_before` of a backfilled event: the state around it is not known.
+pub const NO_SNAPSHOT: i64 = -1;
+
 /// An event held outside the timeline (auth chains, state received on join).
 #[derive(Clone, Debug)]
 pub struct OutlierWrite {
@@ -105,6 +108,13 @@ pub trait FederationStore: Send + Sync {
     async fn persist_remote_event(&self, ev: &RemoteEventWrite) -> Result<()>;
     /// Stores events outside the timeline; events already held are left alone.
     async fn store_outliers(&self, events: &[OutlierWrite]) -> Result<()>;
+    /// Puts history from before this server joined into the timeline, below
+    /// every position held: `events` newest first, each given the next lower
+    /// position (their `stream_pos` is ignored). An event held as an outlier
+    /// moves into the timeline; one already in it is left alone. Returns how
+    /// many were added. Backfilled events carry no state snapshot
+    /// (`state_before` is [`NO_SNAPSHOT`]).
+    async fn store_backfilled(&self, events: &[OutlierWrite]) -> Result<usize>;
     /// Whether the event is held and, if so, whether it is an outlier.
     async fn event_is_outlier(&self, event_id: &str) -> Result<Option<bool>>;
     /// The snapshot of the state after an event, if one was recorded or can be

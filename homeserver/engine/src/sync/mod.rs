@@ -21,6 +21,16 @@ pub fn parse_token(token: &str) -> Result<StreamPos> {
         .ok_or_else(|| Error::invalid_param("Invalid pagination or sync token."))
 }
 
+/// A `/messages` token: like a sync token, but it may point into history
+/// backfilled from other servers, which sits below position 0.
+pub fn parse_pagination_token(token: &str) -> Result<StreamPos> {
+    token
+        .strip_prefix('s')
+        .and_then(|n| n.split('_').next())
+        .and_then(|n| n.parse::<StreamPos>().ok())
+        .ok_or_else(|| Error::invalid_param("Invalid pagination token."))
+}
+
 pub fn make_token(pos: StreamPos) -> String {
     format!("s{pos}")
 }

@@ -10,7 +10,7 @@ use crate::{
     storage::{
         federation::{
             CurrentStateWrite, DestinationRecord, FederationStore, OutboxRow, OutlierWrite,
-            RemoteEventWrite, RemoteInviteRecord, SnapshotWrite,
+            RemoteEventWrite, RemoteInviteRecord, SnapshotWrite, NO_SNAPSHOT,
         },
         StreamPos,
     },
@@ -200,6 +200,56 @@ impl FederationStore for SqlStore {
         Ok(())
     }
 
+    async fn store_backfilled(&self, events: &[OutlierWrite]) -> Result<usize> {
+        let mut tx = self.write.begin().await?;
+        let lowest: i64 = sqlx::query("SELECT COALESCE(MIN(stream_pos), 0) AS m FROM events")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("m")?;
+        let mut pos = lowest.min(0);
+        let mut added = 0;
+        for ev in events {
+            pos -= 1;
+            let moved = sqlx::query(
+                "UPDATE events SET stream_pos = $1, outlier = 0, state_before = $2
+                 WHERE event_id = $3 AND outlier = 1",
+            )
+            .bind(pos)
+            .bind(NO_SNAPSHOT)
+            .bind(&ev.event_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let inserted = if moved == 0 {
+                sqlx::query(
+                    "INSERT INTO events (stream_pos, event_id, room_id, event_type, state_key, sender, origin_server_ts, depth,
+                                         pdu_json, state_before, rejected, redacted, outlier)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, 0)
+                     ON CONFLICT (event_id) DO NOTHING",
+                )
+                .bind(pos)
+                .bind(&ev.event_id)
+                .bind(&ev.room_id)
+                .bind(&ev.event_type)
+                .bind(&ev.state_key)
+                .bind(&ev.sender)
+                .bind(ev.origin_server_ts)
+                .bind(ev.depth)
+                .bind(&ev.pdu_json)
+                .bind(NO_SNAPSHOT)
+                .bind(ev.rejected as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            } else {
+                moved
+            };
+            added += inserted as usize;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
     async fn event_is_outlier(&self, event_id: &str) -> Result<Option<bool>> {
         let row = sqlx::query("SELECT outlier FROM events WHERE event_id = $1")
             .bind(event_id)
@@ -232,6 +282,10 @@ impl FederationStore for SqlStore {
             return Ok(None);
         }
         let state_before: i64 = ev.try_get("state_before")?;
+        if state_before == NO_SNAPSHOT {
+            // Backfilled: the state around it must be asked for, like an outlier's.
+            return Ok(None);
+        }
         let state_key: Option<String> = ev.try_get("state_key")?;
         if state_key.is_none() {
             return Ok(Some(state_before));
