@@ -31,9 +31,18 @@ impl RoomFederation {
         }
     }
 
+    /// The ACL check for a room EDU; rooms not held here have none to apply.
+    async fn require_room_acl(&self, room_id: &ruma::RoomId, origin: &ServerName) -> Result<()> {
+        match self.rooms.get(room_id).await? {
+            Some(room) => super::transactions::require_acl(&*room.read().await, origin),
+            None => Ok(()),
+        }
+    }
+
     async fn receive_typing(&self, origin: &ServerName, content: &Value) -> Result<()> {
         let room_id = parse_room(&content["room_id"])?;
         let user = user_of(origin, &content["user_id"])?;
+        self.require_room_acl(&room_id, origin).await?;
         let typing = content["typing"].as_bool().unwrap_or(false);
         self.edus
             .typing
@@ -50,6 +59,9 @@ impl RoomFederation {
             let Ok(room_id) = OwnedRoomId::try_from(room.as_str()) else {
                 continue;
             };
+            if self.require_room_acl(&room_id, origin).await.is_err() {
+                continue;
+            }
             for (receipt_type, users) in types.as_object().into_iter().flatten() {
                 // Private receipts never leave their server; refuse them here too.
                 if receipt_type == "m.read.private" {

@@ -56,6 +56,7 @@ impl RoomFederation {
         }
         let room = self.resident_room(room_id).await?;
         let st = room.read().await;
+        super::transactions::require_acl(&st, origin)?;
         let needs_version = matches!(membership, "join" | "knock");
         if needs_version && !versions.iter().any(|v| v == st.version.as_str()) {
             return Err(Error::new(
@@ -101,7 +102,11 @@ impl RoomFederation {
         body: &Value,
     ) -> Result<Value> {
         let room = self.resident_room(room_id).await?;
-        let version = room.read().await.version.clone();
+        let version = {
+            let st = room.read().await;
+            super::transactions::require_acl(&st, origin)?;
+            st.version.clone()
+        };
         let CheckedPdu { pdu, json } = self.check_pdu(room_id, &version, body).await?;
         if pdu.event_id != event_id {
             return Err(Error::bad_json("The event id does not match the event."));

@@ -26,8 +26,12 @@ impl RoomFederation {
             .get(room_id)
             .await?
             .ok_or_else(|| Error::not_found("Unknown room."))?;
-        if !room.read().await.servers.contains_key(origin.as_str()) {
-            return Err(Error::forbidden("Your server is not in this room."));
+        {
+            let st = room.read().await;
+            if !st.servers.contains_key(origin.as_str()) {
+                return Err(Error::forbidden("Your server is not in this room."));
+            }
+            super::transactions::require_acl(&st, origin)?;
         }
         Ok(room)
     }

@@ -384,6 +384,18 @@ impl RoomFederation {
     }
 }
 
+/// `M_FORBIDDEN` unless the room's `m.room.server_acl` lets `server` take
+/// part: every request about a room from a server passes through this (the
+/// spec's list: transactions' PDUs and room EDUs, joins, knocks, leaves and
+/// every room read).
+pub fn require_acl(st: &RoomState, server: &ServerName) -> Result<()> {
+    if server_acl_allows(st, server) {
+        Ok(())
+    } else {
+        Err(Error::forbidden("Server is banned by the room's ACL."))
+    }
+}
+
 /// Whether the room's `m.room.server_acl` lets `server` take part.
 pub fn server_acl_allows(st: &RoomState, server: &ServerName) -> bool {
     let Some(acl) = st.state_event("m.room.server_acl", "") else {
