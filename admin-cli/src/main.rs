@@ -36,6 +36,7 @@ Examples:
   admin-cli rooms list --order-by joined_members
   admin-cli rooms shutdown '!abc:example.org' --notice-user admin --block --yes
   admin-cli tokens create --uses 5
+  admin-cli media delete-old --before 90d --size-gt 1048576 --yes
   admin-cli federation retry hs2.example.org
   admin-cli server stats --json
   admin-cli completions bash > /etc/bash_completion.d/admin-cli
@@ -74,7 +75,7 @@ enum Command {
     /// Rooms: list, show, members, state, block, shutdown, purge history.
     #[command(subcommand)]
     Rooms(rooms::Rooms),
-    /// Media: a user's uploads, quarantine.
+    /// Media: a user's uploads, quarantine, deletion, the remote media cache.
     #[command(subcommand)]
     Media(media::Media),
     /// Registration tokens: create, list, show, update, delete.

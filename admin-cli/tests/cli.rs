@@ -26,6 +26,7 @@ async fn start() -> Env {
     };
     config.listeners.client = "127.0.0.1:0".parse().unwrap();
     config.database.url = format!("sqlite://{}", dir.path().join("hs.db").display());
+    config.media.path = dir.path().join("media");
     config.registration.enabled = true;
     config.registration.require_token = true;
     config.registration.shared_secret = Some(SECRET.to_owned());
@@ -531,5 +532,138 @@ async fn errors_are_clear_and_exit_non_zero() {
     assert!(completions.contains("admin-cli") && completions.contains("shutdown"));
 
     tokio::time::sleep(Duration::from_millis(10)).await;
+    env.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_deletion_from_the_cli() {
+    let env = start().await;
+    let url = env.url.clone();
+    for (user, admin) in [("root", true), ("carl", false)] {
+        let mut args = vec![
+            "register",
+            "--base-url",
+            &url,
+            "--shared-secret",
+            SECRET,
+            "--user",
+            user,
+            "--password",
+            "pw-media",
+        ];
+        if admin {
+            args.push("--admin");
+        }
+        env.ok(&args).await;
+    }
+    env.ok(&[
+        "login",
+        "--server",
+        &url,
+        "--user",
+        "root",
+        "--password",
+        "pw-media",
+    ])
+    .await;
+    let carl = env.login("carl", "pw-media").await;
+    let upload = |body: &'static str| {
+        let (http, url, carl) = (env.http.clone(), url.clone(), carl.clone());
+        async move {
+            let answer: Value = http
+                .post(format!("{url}/_matrix/media/v3/upload"))
+                .bearer_auth(&carl)
+                .header("content-type", "text/plain")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["content_uri"]
+                .as_str()
+                .expect("content_uri")
+                .to_owned()
+        }
+    };
+    let first = upload("first file").await;
+    let small = upload("tiny").await;
+    let big = upload("a somewhat longer file").await;
+    let id = |mxc: &str| mxc.rsplit('/').next().unwrap().to_owned();
+    let status = |mxc: String| {
+        let (http, url, carl) = (env.http.clone(), url.clone(), carl.clone());
+        async move {
+            http.get(format!(
+                "{url}/_matrix/client/v1/media/download/localhost/{}",
+                mxc.rsplit('/').next().unwrap()
+            ))
+            .bearer_auth(&carl)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+        }
+    };
+
+    // One item: asks first, then deletes; deleting again deletes nothing.
+    let refused = env.fails(&["media", "delete", &first]).await;
+    assert!(refused.contains("--yes"), "{refused}");
+    assert_eq!(status(first.clone()).await, 200);
+    let out = env.ok(&["media", "delete", &first, "--yes"]).await;
+    assert!(
+        out.contains(&id(&first)) && out.contains("1 deleted"),
+        "{out}"
+    );
+    assert_eq!(status(first.clone()).await, 404);
+    let again = env.json(&["media", "delete", &first, "--yes"]).await;
+    assert_eq!(again, json!({"deleted_media": [], "total": 0}));
+    let err = env
+        .fails(&["media", "delete", "mxc://elsewhere.example/abc", "--yes"])
+        .await;
+    assert!(err.starts_with("error: M_INVALID_PARAM: "), "{err}");
+
+    // By age and size: an age in the past matches nothing yet; a cut-off in
+    // the future with --size-gt takes only the bigger file.
+    let none = env
+        .json(&["media", "delete-old", "--before", "1d", "--yes"])
+        .await;
+    assert_eq!(none["total"], 0);
+    let soon = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 60_000)
+        .to_string();
+    let gone = env
+        .json(&[
+            "media",
+            "delete-old",
+            "--before",
+            &soon,
+            "--size-gt",
+            "10",
+            "--yes",
+        ])
+        .await;
+    assert_eq!(gone, json!({"deleted_media": [id(&big)], "total": 1}));
+    assert_eq!(status(big).await, 404);
+    assert_eq!(status(small.clone()).await, 200);
+    let err = env
+        .fails(&["media", "delete-old", "--before", "1700000", "--yes"])
+        .await;
+    assert!(err.starts_with("error: M_INVALID_PARAM: "), "{err}");
+
+    // The remote cache is empty on a server alone.
+    let purged = env
+        .json(&["media", "purge-remote", "--before", "30d", "--yes"])
+        .await;
+    assert_eq!(purged, json!({"deleted": 0}));
+    assert!(env
+        .ok(&["media", "delete-old", "--help"])
+        .await
+        .contains("--keep-profiles"));
+
     env.server.shutdown().await;
 }

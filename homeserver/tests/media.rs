@@ -4,9 +4,15 @@
 //! thumbnails; refusals (401, 404, corrupt images, decompression bombs,
 //! M_TOO_LARGE, quota, rate limit); asynchronous uploads; the legacy switch.
 //! The format scenario runs on the filesystem store and on a real
-//! S3-compatible server (S3Proxy, started by scripts/test.sh).
+//! S3-compatible server (S3Proxy, started by scripts/test.sh). `media/admin.rs`
+//! deletes media through the admin API; `media/federation.rs` fetches and
+//! caches another server's media.
 
+#[path = "media/admin.rs"]
+mod admin;
 mod common;
+#[path = "media/federation.rs"]
+mod federation;
 #[path = "media/limits.rs"]
 mod limits;
 #[path = "media/support.rs"]
@@ -216,11 +222,16 @@ async fn formats_scenario(store: Store) {
         .await
         .assert_error(400, "M_UNKNOWN");
 
-    // Unknown ids and unknown servers: 404.
+    // Unknown ids: 404. Another server's media is fetched from it over
+    // federation (`media/federation.rs`); a server that does not exist cannot
+    // be reached: 502.
     download(&base, Some(t), &server, "nosuchmedia")
         .await
         .assert_error(404, "M_NOT_FOUND");
-    download(&base, Some(t), "elsewhere.example", "abc")
+    download(&base, Some(t), "elsewhere.invalid", "abc")
+        .await
+        .assert_error(502, "M_UNKNOWN");
+    download(&base, Some(t), "bad server name!", "abc")
         .await
         .assert_error(404, "M_NOT_FOUND");
     thumbnail(&base, t, &server, "nosuchmedia", "width=32&height=32")

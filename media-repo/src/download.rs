@@ -9,15 +9,15 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use client_api::{error::ApiError, extract::Auth, AppState};
-use engine::Error;
-use ruma::OwnedServerName;
+use engine::{media::Blob, storage::MediaRecord, Error};
+use ruma::{OwnedServerName, ServerName};
 use serde::Deserialize;
 
 use crate::headers::media_headers;
 
 #[derive(Deserialize)]
 pub(crate) struct DownloadQuery {
-    timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 /// The spec's default wait for content that is not uploaded yet.
@@ -34,6 +34,27 @@ pub(crate) fn wait(timeout_ms: Option<u64>) -> Duration {
     Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_WAIT_MS))
 }
 
+/// The record and blob of an uploaded item (fetched first if remote),
+/// waiting up to `wait` for an asynchronous upload to arrive.
+pub(crate) async fn open(
+    state: &AppState,
+    origin: &ServerName,
+    media_id: &str,
+    wait: Duration,
+) -> Result<(MediaRecord, Blob), Error> {
+    let (record, content) = state.media.get_uploaded(origin, media_id, wait).await?;
+    let blob = state
+        .media
+        .blobs()
+        .get(&content.sha256)
+        .await?
+        .ok_or_else(|| {
+            tracing::error!(%origin, %media_id, "media blob missing from the store");
+            Error::not_found("Media not found.")
+        })?;
+    Ok((record, blob))
+}
+
 async fn serve(
     state: &AppState,
     server_name: &str,
@@ -43,19 +64,7 @@ async fn serve(
     authenticated: bool,
 ) -> Result<Response, Error> {
     let origin = parse_server(server_name)?;
-    let (record, content) = state
-        .media
-        .get_uploaded(&origin, media_id, wait(timeout_ms))
-        .await?;
-    let blob = state
-        .media
-        .blobs()
-        .get(&content.sha256)
-        .await?
-        .ok_or_else(|| {
-            tracing::error!(%server_name, %media_id, "media blob missing from the store");
-            Error::not_found("Media not found.")
-        })?;
+    let (record, blob) = open(state, &origin, media_id, wait(timeout_ms)).await?;
     let content_type = record
         .content_type
         .as_deref()
@@ -65,7 +74,7 @@ async fn serve(
     Ok((headers, Body::from_stream(blob.body)).into_response())
 }
 
-fn query(q: QueryResult<DownloadQuery>) -> Result<DownloadQuery, Error> {
+pub(crate) fn query(q: QueryResult<DownloadQuery>) -> Result<DownloadQuery, Error> {
     q.map(|Query(q)| q)
         .map_err(|e| Error::invalid_param(e.to_string()))
 }

@@ -5,9 +5,11 @@
 //! Modules follow the spec's content repository section: uploads (`upload`),
 //! downloads (`download`), thumbnails (`thumbnail`); `image` is the
 //! processing pipeline, `sniff` the content-type detection, `headers` what
-//! every served file carries. Operators' guide: `docs/media.md`.
+//! every served file carries; `federation` serves our uploads to other servers
+//! (`/_matrix/federation/v1/media/*`). Operators' guide: `docs/media.md`.
 
 mod download;
+mod federation;
 mod headers;
 pub mod image;
 pub mod sniff;
@@ -57,6 +59,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/_matrix/media/v3/thumbnail/{server_name}/{media_id}",
             get(thumbnail::legacy_thumbnail),
+        )
+        .route(
+            "/_matrix/federation/v1/media/download/{media_id}",
+            get(federation::download),
+        )
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}",
+            get(federation::thumbnail),
         )
 }
 

@@ -13,8 +13,9 @@ use axum::{
 };
 use bytes::BytesMut;
 use client_api::{error::ApiError, extract::Auth, AppState};
-use engine::{config::ThumbnailMethod, storage::ThumbnailRecord, Error};
+use engine::{config::ThumbnailMethod, media::Blob, storage::ThumbnailRecord, Error};
 use futures::TryStreamExt;
+use ruma::ServerName;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -75,19 +76,19 @@ fn cannot_thumbnail() -> Error {
     )
 }
 
-async fn serve(
+/// The thumbnail of `mxc://origin/media_id` a request asks for, made and
+/// stored first if it does not exist yet; with its blob.
+pub(crate) async fn thumbnail_blob(
     state: &AppState,
-    server_name: &str,
+    origin: &ServerName,
     media_id: &str,
     q: QueryResult<ThumbnailQuery>,
-    authenticated: bool,
-) -> Result<Response, Error> {
+) -> Result<(ThumbnailRecord, Blob), Error> {
     let cfg = state.media.config().clone();
     let (want, timeout_ms) = parse(q, cfg.max_thumbnail_dimension)?;
-    let origin = parse_server(server_name)?;
     let (record, content) = state
         .media
-        .get_uploaded(&origin, media_id, wait(timeout_ms))
+        .get_uploaded(origin, media_id, wait(timeout_ms))
         .await?;
     let kind = record
         .content_type
@@ -142,6 +143,7 @@ async fn serve(
                 size: made.bytes.len() as i64,
                 sha256: sha256.clone(),
             };
+            let _storing = state.media.store_guard().await;
             state
                 .media
                 .blobs()
@@ -160,6 +162,18 @@ async fn serve(
         .get(&thumb.sha256)
         .await?
         .ok_or_else(|| Error::not_found("Thumbnail not found."))?;
+    Ok((thumb, blob))
+}
+
+async fn serve(
+    state: &AppState,
+    server_name: &str,
+    media_id: &str,
+    q: QueryResult<ThumbnailQuery>,
+    authenticated: bool,
+) -> Result<Response, Error> {
+    let origin = parse_server(server_name)?;
+    let (thumb, blob) = thumbnail_blob(state, &origin, media_id, q).await?;
     let headers = media_headers(&thumb.content_type, None, blob.len, authenticated);
     Ok((headers, Body::from_stream(blob.body)).into_response())
 }

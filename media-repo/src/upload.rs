@@ -2,10 +2,10 @@
 //! `POST /_matrix/media/v1/create` + `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`.
 //!
 //! A body is streamed to a staging file while it is hashed and counted, so a
-//! server holds one 64 KiB chunk per upload in memory whatever the file's size;
-//! an upload over the limit is cut off at the limit with `M_TOO_LARGE`.
+//! server holds one chunk per upload in memory whatever the file's size; an
+//! upload over the limit is cut off at the limit with `M_TOO_LARGE`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::{
     body::Body,
@@ -15,16 +15,14 @@ use axum::{
 };
 use client_api::{error::ApiError, extract::Auth, AppState};
 use engine::{
-    media::MediaService,
+    media::staging::{self, StageError, Staged},
     ratelimit::Action,
     storage::{MediaContent, ThumbnailRecord},
     Error,
 };
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::{
     image as pipeline,
@@ -36,56 +34,15 @@ pub(crate) struct UploadQuery {
     filename: Option<String>,
 }
 
-/// A staging file removed on drop unless it was handed to the blob store.
-struct Staged {
-    path: PathBuf,
-    len: u64,
-    sha256: String,
-    head: Vec<u8>,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        // The blob store moves or deletes the file; this catches failures.
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Streams `body` into a staging file, hashing as it goes.
+/// Streams `body` into a staging file (engine `media::staging`).
 async fn stage(dir: &Path, body: Body, max: u64) -> Result<Staged, Error> {
-    let path = dir.join(format!("upload-{}", MediaService::new_media_id()));
-    let mut staged = Staged {
-        path,
-        len: 0,
-        sha256: String::new(),
-        head: Vec::with_capacity(SNIFF_LEN),
-    };
-    let mut file = tokio::fs::File::create(&staged.path)
+    staging::stage(dir, body.into_data_stream(), max, SNIFF_LEN)
         .await
-        .map_err(|e| storage_error("create staging file", e))?;
-    let mut hasher = Sha256::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Error::bad_json(format!("Reading the upload failed: {e}")))?;
-        staged.len += chunk.len() as u64;
-        if staged.len > max {
-            return Err(too_large(max));
-        }
-        if staged.head.len() < SNIFF_LEN {
-            let take = (SNIFF_LEN - staged.head.len()).min(chunk.len());
-            staged.head.extend_from_slice(&chunk[..take]);
-        }
-        hasher.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| storage_error("write staging file", e))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| storage_error("flush staging file", e))?;
-    staged.sha256 = hex::encode(hasher.finalize());
-    Ok(staged)
+        .map_err(|e| match e {
+            StageError::TooLarge => too_large(max),
+            StageError::Read(e) => Error::bad_json(format!("Reading the upload failed: {e}")),
+            StageError::Storage(e) => e,
+        })
 }
 
 fn storage_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -119,12 +76,19 @@ struct Stored {
     thumbnails: Vec<ThumbnailRecord>,
 }
 
-/// Stages, checks, processes and stores an upload's bytes.
-async fn store_body(state: &AppState, user: &str, body: Body) -> Result<Stored, Error> {
+/// Stages an upload's bytes and checks them against the quota.
+async fn stage_body(state: &AppState, user: &str, body: Body) -> Result<Staged, Error> {
+    let media = &state.media;
+    let staged = stage(media.staging_dir(), body, media.config().max_upload_bytes).await?;
+    media.check_quota(user, staged.len).await?;
+    Ok(staged)
+}
+
+/// Processes and stores a staged upload. The caller holds the media
+/// service's `store_guard` until the rows naming the blobs are written.
+async fn store_body(state: &AppState, staged: Staged) -> Result<Stored, Error> {
     let media = &state.media;
     let cfg = media.config().clone();
-    let staged = stage(media.staging_dir(), body, cfg.max_upload_bytes).await?;
-    media.check_quota(user, staged.len).await?;
     let mut content_type = sniff::sniff(&staged.head).to_owned();
     let mut content = MediaContent {
         size: staged.len as i64,
@@ -222,7 +186,10 @@ pub(crate) async fn upload(
     let Query(q) = query.map_err(|e| Error::invalid_param(e.to_string()))?;
     let user = user.user_id.as_str();
     admit(&state, user, &headers).await?;
-    let stored = store_body(&state, user, body).await?;
+    let staged = stage_body(&state, user, body).await?;
+    // Blobs stored and rows written under one guard: see `store_guard`.
+    let _storing = state.media.store_guard().await;
+    let stored = store_body(&state, staged).await?;
     let name = upload_name(q);
     let media_id = state
         .media
@@ -269,7 +236,9 @@ pub(crate) async fn upload_to(
     let user = user.user_id.as_str();
     state.media.check_pending(user, &media_id).await?;
     admit(&state, user, &headers).await?;
-    let stored = store_body(&state, user, body).await?;
+    let staged = stage_body(&state, user, body).await?;
+    let _storing = state.media.store_guard().await;
+    let stored = store_body(&state, staged).await?;
     let name = upload_name(q);
     state
         .media

@@ -126,6 +126,11 @@ impl Services {
             },
         );
         core.outbound.start(federation.client.clone()).await?;
+        let media = MediaService::new(core.clone()).await?;
+        media.set_remote(Arc::new(crate::federation::media::FederationMedia::new(
+            federation.client.clone(),
+            config.federation.request_timeout_ms,
+        )?));
         Ok(Arc::new(Self {
             federation,
             fed_rooms,
@@ -147,7 +152,7 @@ impl Services {
             keys,
             key_backup: KeyBackupService::new(core.clone()),
             to_device,
-            media: MediaService::new(core.clone()).await?,
+            media,
             ratelimit,
             admin,
             rooms,

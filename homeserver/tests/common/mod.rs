@@ -63,6 +63,8 @@ impl TestServer {
             ..Config::default()
         };
         config.listeners.client = "127.0.0.1:0".parse().unwrap();
+        // Media blobs live with the test's other files, not in the crate.
+        config.media.path = dir.path().join("media");
         config.registration.enabled = true;
         config.registration.require_token = false;
         config.registration.shared_secret = Some(SHARED_SECRET.to_owned());

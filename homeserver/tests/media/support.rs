@@ -50,20 +50,26 @@ pub async fn start(store: Store, adjust: impl FnOnce(&mut Config)) -> MediaServe
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_owned();
     let server = TestServer::start_with(|c| {
-        c.media.path = path;
-        if store == Store::S3 {
-            c.media.store = BlobStoreKind::S3;
-            c.media.s3.endpoint = s3_url().expect("S3 server");
-            c.media.s3.bucket = format!("hs-test-{}", random_lower(12));
-            c.media.s3.access_key_id =
-                std::env::var("HS_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "hs-test".into());
-            c.media.s3.secret_access_key =
-                std::env::var("HS_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "hs-test-secret".into());
-        }
+        use_store(c, store, path);
         adjust(c);
     })
     .await;
     MediaServer { server, dir }
+}
+
+/// Points a server's media at `path` (staging, and blobs for the fs store) and,
+/// for S3, at a fresh bucket of its own.
+pub fn use_store(c: &mut Config, store: Store, path: std::path::PathBuf) {
+    c.media.path = path;
+    if store == Store::S3 {
+        c.media.store = BlobStoreKind::S3;
+        c.media.s3.endpoint = s3_url().expect("S3 server");
+        c.media.s3.bucket = format!("hs-test-{}", random_lower(12));
+        c.media.s3.access_key_id =
+            std::env::var("HS_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "hs-test".into());
+        c.media.s3.secret_access_key =
+            std::env::var("HS_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "hs-test-secret".into());
+    }
 }
 
 fn random_lower(n: usize) -> String {

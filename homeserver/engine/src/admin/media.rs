@@ -34,7 +34,7 @@ impl AdminService {
                     "media_length": m.size,
                     "upload_name": m.upload_name,
                     "created_ts": m.created_ts,
-                    "last_access_ts": null,
+                    "last_access_ts": m.last_access_ts,
                     "quarantined_by": m.quarantined_by,
                     "safe_from_quarantine": false,
                 })

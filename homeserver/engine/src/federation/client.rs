@@ -204,6 +204,32 @@ impl FederationClient {
         path_and_query: &str,
         body: Option<Value>,
     ) -> Result<RawResponse, FederationError> {
+        let mut response = self
+            .request_stream(destination, method, path_and_query, body, None)
+            .await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = self
+            .read_limited(destination, &mut response, MAX_RESPONSE_BYTES)
+            .await?;
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A signed request whose 2xx response is handed back unread, for bodies
+    /// too large to buffer (media). `timeout` replaces `[federation]
+    /// request_timeout_ms` for the whole exchange, body included.
+    pub async fn request_stream(
+        &self,
+        destination: &ServerName,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Value>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, FederationError> {
         let dest = destination.to_string();
         let local = |reason: String| FederationError::Local {
             destination: dest.clone(),
@@ -243,6 +269,9 @@ impl FederationClient {
             .http
             .request(method, &url)
             .header(header::AUTHORIZATION, authorization);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Ok(host) = HeaderValue::from_str(&target.host_header) {
             request = request.header(header::HOST, host);
         }
@@ -256,30 +285,15 @@ impl FederationClient {
             .await
             .map_err(|e| self.transport_error(destination, e))?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_RESPONSE_BYTES {
-                        return Err(FederationError::InvalidResponse {
-                            destination: dest,
-                            reason: "response too large".to_owned(),
-                        });
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.transport_error(destination, e)),
-            }
-        }
         if (200..300).contains(&status) {
-            return Ok(RawResponse {
-                status,
-                headers,
-                body: Bytes::from(body),
-            });
+            return Ok(response);
         }
+        // Error bodies are small Matrix errors; anything longer is cut off.
+        let body = self
+            .read_limited(destination, &mut response, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let headers = response.headers();
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let errcode = json["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
         let message = json["error"].as_str().unwrap_or("").to_owned();
@@ -298,6 +312,36 @@ impl FederationClient {
             retry_after_ms,
             body: json,
         })
+    }
+
+    /// Reads a response body, refusing more than `limit` bytes.
+    async fn read_limited(
+        &self,
+        destination: &ServerName,
+        response: &mut reqwest::Response,
+        limit: usize,
+    ) -> Result<Bytes, FederationError> {
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > limit {
+                        return Err(FederationError::InvalidResponse {
+                            destination: destination.to_string(),
+                            reason: "response too large".to_owned(),
+                        });
+                    }
+                }
+                Ok(None) => return Ok(Bytes::from(body)),
+                Err(e) => return Err(self.transport_error(destination, e)),
+            }
+        }
+    }
+
+    /// Maps a transport failure (also one while a streamed body is read).
+    pub fn stream_error(&self, destination: &ServerName, e: reqwest::Error) -> FederationError {
+        self.transport_error(destination, e)
     }
 
     fn transport_error(&self, destination: &ServerName, e: reqwest::Error) -> FederationError {

@@ -20,6 +20,7 @@ pub mod edu;
 pub mod hierarchy;
 pub mod key_queries;
 pub mod keys;
+pub mod media;
 pub mod knock;
 pub mod membership;
 pub mod notary;

@@ -2,9 +2,11 @@
 //!
 //! Keys are content addresses sharded two levels deep (`ab/cd/abcd…`), so a
 //! directory or a bucket prefix never holds more than a few thousand entries per
-//! level and identical content is stored once. Stores only ever add blobs:
-//! a key always names the same bytes, which makes writes idempotent and lets
-//! concurrent uploads of the same content race harmlessly.
+//! level and identical content is stored once. A key always names the same
+//! bytes, which makes writes idempotent and lets concurrent uploads of the
+//! same content race harmlessly. Blobs are deleted only by the media service's
+//! garbage collection, once no media or thumbnail row names them
+//! (`MediaService::delete_blobs`).
 
 use std::{
     io,
@@ -43,6 +45,8 @@ pub trait BlobStore: Send + Sync {
     async fn put_bytes(&self, sha256: &str, bytes: Bytes) -> Result<()>;
     /// Opens a blob for reading; `None` when it does not exist.
     async fn get(&self, sha256: &str) -> Result<Option<Blob>>;
+    /// Removes a blob. Removing one that does not exist succeeds (idempotent).
+    async fn delete(&self, sha256: &str) -> Result<()>;
 }
 
 pub(crate) fn io_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -138,5 +142,17 @@ impl BlobStore for FsBlobStore {
             len,
             body: file_stream(file),
         }))
+    }
+
+    async fn delete(&self, sha256: &str) -> Result<()> {
+        let path = self.path(sha256)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("delete", e)),
+        }
+        // Empty shard directories are left alone: another upload may be about
+        // to use them, and they cost an inode each at most.
+        Ok(())
     }
 }

@@ -2,7 +2,11 @@
 //! uploads and the blob store. Image processing and HTTP live in `media-repo`.
 
 mod blob;
+pub mod multipart;
+mod purge;
+mod remote;
 mod s3;
+pub mod staging;
 
 use std::{
     path::{Path, PathBuf},
@@ -10,11 +14,13 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use ruma::ServerName;
+use tokio::sync::{RwLock, RwLockReadGuard};
 
 pub use self::{
     blob::{blob_key, Blob, BlobStore, ByteStream, FsBlobStore},
+    purge::Deleted,
+    remote::{disposition_file_name, fetch_timeout, RemoteDownload, RemoteMedia},
     s3::S3BlobStore,
 };
 use crate::{
@@ -25,20 +31,17 @@ use crate::{
     util::{now_ms, random_string},
 };
 
-/// Fetches another server's media into the local cache (federation). Until one
-/// is installed with [`MediaService::set_remote`], remote media is not found.
-#[async_trait]
-pub trait RemoteMedia: Send + Sync {
-    /// Downloads `mxc://origin/media_id`, stores its blob, inserts a record with
-    /// `remote_cache = true` and returns it; `None` when the origin has no such media.
-    async fn fetch(&self, origin: &ServerName, media_id: &str) -> Result<Option<MediaRecord>>;
-}
-
 pub struct MediaService {
     core: Arc<Core>,
     blobs: Arc<dyn BlobStore>,
     staging: PathBuf,
     remote: OnceLock<Arc<dyn RemoteMedia>>,
+    in_flight: remote::InFlight,
+    /// Writers of blobs (uploads, thumbnails, remote fetches) hold it shared
+    /// from storing a blob until its row is in the database; blob garbage
+    /// collection holds it exclusively, so it never deletes a blob that a row
+    /// is about to name.
+    blob_gc: RwLock<()>,
 }
 
 impl MediaService {
@@ -56,7 +59,15 @@ impl MediaService {
             blobs,
             staging,
             remote: OnceLock::new(),
+            in_flight: Default::default(),
+            blob_gc: RwLock::new(()),
         })
+    }
+
+    /// Held while a blob is stored and the row naming it is written (see
+    /// `blob_gc`). Uploads take it before their first blob write.
+    pub async fn store_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.blob_gc.read().await
     }
 
     pub fn config(&self) -> &Media {
@@ -77,7 +88,7 @@ impl MediaService {
         &self.staging
     }
 
-    /// Installs the federation fetcher for remote media (once).
+    /// Installs the federation fetcher for remote media (once, at start-up).
     pub fn set_remote(&self, remote: Arc<dyn RemoteMedia>) {
         let _ = self.remote.set(remote);
     }
@@ -121,6 +132,7 @@ impl MediaService {
             created_ts: now,
             expires_ts: Some(expires),
             remote_cache: false,
+            last_access_ts: None,
         };
         if !self.core.storage.media.insert_media(&record).await? {
             return Err(Error::unknown("Media id collision."));
@@ -146,6 +158,7 @@ impl MediaService {
             created_ts: now_ms(),
             expires_ts: None,
             remote_cache: false,
+            last_access_ts: None,
         };
         if !self.core.storage.media.insert_media(&record).await? {
             return Err(Error::unknown("Media id collision."));
@@ -203,8 +216,16 @@ impl MediaService {
     }
 
     /// The record of `mxc://origin/media_id`, fetching remote media through
-    /// federation when a fetcher is installed.
+    /// federation when a fetcher is installed. Marks it accessed.
     pub async fn get(&self, origin: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
+        let record = self.lookup(origin, media_id).await?;
+        if let Some(r) = record.as_ref().filter(|r| r.content.is_some()) {
+            self.touch(r).await?;
+        }
+        Ok(record)
+    }
+
+    async fn lookup(&self, origin: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
         // Quarantined through the admin API: served as absent.
         if self
             .core
@@ -227,10 +248,7 @@ impl MediaService {
         if self.core.is_local(origin) {
             return Ok(None);
         }
-        match self.remote.get() {
-            Some(remote) => remote.fetch(origin, media_id).await,
-            None => Ok(None),
-        }
+        self.remote_record(origin, media_id).await
     }
 
     /// The uploaded record of `mxc://origin/media_id`, waiting up to `wait` for

@@ -1,7 +1,7 @@
 //! Blobs in an S3-compatible bucket, signed with AWS Signature Version 4.
 //!
 //! A small signer over reqwest, hmac and sha2 rather than an SDK: the media
-//! repository needs four calls (PUT, GET and HEAD object, PUT bucket), and the
+//! repository needs five calls (PUT, GET, DELETE and HEAD object, PUT bucket), and the
 //! SDK crates would double the workspace's compile time. Objects are addressed
 //! path-style (`<endpoint>/<bucket>/<key>`), which every S3-compatible server
 //! accepts. Because blob keys are content hashes, the payload hash SigV4 wants
@@ -215,6 +215,25 @@ impl BlobStore for S3BlobStore {
                 }))
             }
             s => Err(failed("S3 GET", s)),
+        }
+    }
+
+    async fn delete(&self, sha256: &str) -> Result<()> {
+        let resp = self
+            .send(
+                Method::DELETE,
+                &self.object(sha256),
+                EMPTY_SHA256,
+                None,
+                None,
+            )
+            .await
+            .map_err(|e| io_error("S3 DELETE", e))?;
+        // S3 answers 204 whether or not the object existed; some compatible
+        // servers answer 404 for a missing one, which is just as deleted.
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            s => Err(failed("S3 DELETE", s)),
         }
     }
 }

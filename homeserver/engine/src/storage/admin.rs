@@ -111,6 +111,7 @@ pub struct AdminMediaRecord {
     pub upload_name: Option<String>,
     pub size: Option<i64>,
     pub created_ts: i64,
+    pub last_access_ts: Option<i64>,
     pub quarantined_by: Option<String>,
 }
 

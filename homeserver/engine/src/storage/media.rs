@@ -22,6 +22,8 @@ pub struct MediaRecord {
     pub expires_ts: Option<i64>,
     /// A copy of another server's media fetched over federation.
     pub remote_cache: bool,
+    /// When it was last downloaded or thumbnailed (to the minute).
+    pub last_access_ts: Option<i64>,
 }
 
 /// What an uploaded item holds: its blob and, for images, its dimensions.
@@ -68,4 +70,25 @@ pub trait MediaStore: Send + Sync {
     /// Records a thumbnail; an existing one with the same key is kept.
     async fn put_thumbnail(&self, origin: &str, media_id: &str, t: &ThumbnailRecord) -> Result<()>;
     async fn thumbnails(&self, origin: &str, media_id: &str) -> Result<Vec<ThumbnailRecord>>;
+    /// Sets an item's `last_access_ts`.
+    async fn touch_media(&self, origin: &str, media_id: &str, ts: i64) -> Result<()>;
+    /// Deletes an item with its thumbnails and quarantine mark, in one
+    /// transaction; the blob hashes its rows named. `None` if it did not exist.
+    async fn delete_media(&self, origin: &str, media_id: &str) -> Result<Option<Vec<String>>>;
+    /// Whether any media or thumbnail row still names this blob.
+    async fn blob_in_use(&self, sha256: &str) -> Result<bool>;
+    /// Uploaded items of `origin` (ours, not cached copies) bigger than
+    /// `size_gt` bytes and neither accessed nor, when never accessed, created
+    /// since `before_ts`, oldest first.
+    async fn local_media_before(
+        &self,
+        origin: &str,
+        before_ts: i64,
+        size_gt: i64,
+    ) -> Result<Vec<MediaRecord>>;
+    /// Cached remote items last accessed before `before_ts`: `(origin, media_id)`.
+    async fn remote_media_before(&self, before_ts: i64) -> Result<Vec<(String, String)>>;
+    /// Every `mxc://` URI in use as an avatar: users' profiles and rooms'
+    /// current `m.room.avatar`.
+    async fn avatar_uris(&self) -> Result<Vec<String>>;
 }

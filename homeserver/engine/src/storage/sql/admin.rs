@@ -554,7 +554,8 @@ impl AdminStore for SqlStore {
         limit: i64,
     ) -> Result<(Vec<AdminMediaRecord>, i64)> {
         let sql = format!(
-            "SELECT m.media_id, m.content_type, m.upload_name, m.size, m.created_ts, q.quarantined_by
+            "SELECT m.media_id, m.content_type, m.upload_name, m.size, m.created_ts,
+                    m.last_access_ts, q.quarantined_by
              FROM media m LEFT JOIN quarantined_media q
                ON q.origin = m.origin AND q.media_id = m.media_id
              WHERE m.user_id = $1 ORDER BY m.created_ts DESC, m.media_id LIMIT {} OFFSET {}",
@@ -578,6 +579,7 @@ impl AdminStore for SqlStore {
                     content_type: r.try_get("content_type")?,
                     upload_name: r.try_get("upload_name")?,
                     size: r.try_get("size")?,
+                    last_access_ts: r.try_get("last_access_ts")?,
                     created_ts: r.try_get("created_ts")?,
                     quarantined_by: r.try_get("quarantined_by")?,
                 })

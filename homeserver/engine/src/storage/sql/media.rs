@@ -32,6 +32,7 @@ fn media_from_row(row: &AnyRow) -> Result<MediaRecord, sqlx::Error> {
         created_ts: row.try_get("created_ts")?,
         expires_ts: row.try_get("expires_ts")?,
         remote_cache: flag(row, "remote_cache")?,
+        last_access_ts: row.try_get("last_access_ts")?,
     })
 }
 
@@ -53,8 +54,8 @@ impl MediaStore for SqlStore {
         let c = m.content.as_ref();
         let done = sqlx::query(
             "INSERT INTO media (origin, media_id, user_id, content_type, upload_name, size, sha256,
-                width, height, animated, created_ts, expires_ts, remote_cache)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                width, height, animated, created_ts, expires_ts, remote_cache, last_access_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (origin, media_id) DO NOTHING",
         )
         .bind(&m.origin)
@@ -70,6 +71,7 @@ impl MediaStore for SqlStore {
         .bind(m.created_ts)
         .bind(m.expires_ts)
         .bind(m.remote_cache as i64)
+        .bind(m.last_access_ts)
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -171,5 +173,123 @@ impl MediaStore for SqlStore {
             .iter()
             .map(thumbnail_from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn touch_media(&self, origin: &str, media_id: &str, ts: i64) -> Result<()> {
+        sqlx::query("UPDATE media SET last_access_ts = $3 WHERE origin = $1 AND media_id = $2")
+            .bind(origin)
+            .bind(media_id)
+            .bind(ts)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_media(&self, origin: &str, media_id: &str) -> Result<Option<Vec<String>>> {
+        let mut tx = self.write.begin().await?;
+        let Some(row) = sqlx::query("SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2")
+            .bind(origin)
+            .bind(media_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut hashes: Vec<String> = row
+            .try_get::<Option<String>, _>("sha256")?
+            .into_iter()
+            .collect();
+        let thumbs =
+            sqlx::query("SELECT sha256 FROM media_thumbnails WHERE origin = $1 AND media_id = $2")
+                .bind(origin)
+                .bind(media_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for t in &thumbs {
+            hashes.push(t.try_get("sha256")?);
+        }
+        for table in ["media_thumbnails", "quarantined_media", "media"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE origin = $1 AND media_id = $2"
+            )))
+            .bind(origin)
+            .bind(media_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        hashes.sort();
+        hashes.dedup();
+        Ok(Some(hashes))
+    }
+
+    async fn blob_in_use(&self, sha256: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1)
+                  + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1) AS n",
+        )
+        .bind(sha256)
+        .fetch_one(&self.write)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    async fn local_media_before(
+        &self,
+        origin: &str,
+        before_ts: i64,
+        size_gt: i64,
+    ) -> Result<Vec<MediaRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM media
+             WHERE origin = $1 AND remote_cache = 0 AND size IS NOT NULL AND size > $3
+               AND COALESCE(last_access_ts, created_ts) < $2
+             ORDER BY created_ts, media_id",
+        )
+        .bind(origin)
+        .bind(before_ts)
+        .bind(size_gt)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(media_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn remote_media_before(&self, before_ts: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT origin, media_id FROM media
+             WHERE remote_cache = 1 AND COALESCE(last_access_ts, created_ts) < $1
+             ORDER BY origin, media_id",
+        )
+        .bind(before_ts)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("origin")?, r.try_get("media_id")?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    async fn avatar_uris(&self) -> Result<Vec<String>> {
+        let mut uris: Vec<String> =
+            sqlx::query("SELECT avatar_url FROM users WHERE avatar_url IS NOT NULL")
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(|r| r.try_get("avatar_url"))
+                .collect::<Result<_, _>>()?;
+        let rooms = sqlx::query(
+            "SELECT e.pdu_json FROM current_state c JOIN events e ON e.event_id = c.event_id
+             WHERE c.event_type = 'm.room.avatar'",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        for row in rooms {
+            let json: String = row.try_get("pdu_json")?;
+            let pdu: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+            if let Some(url) = pdu["content"]["url"].as_str() {
+                uris.push(url.to_owned());
+            }
+        }
+        Ok(uris)
     }
 }

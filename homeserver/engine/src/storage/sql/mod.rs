@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_federation_keys.sql")),
     (7, include_str!("../migrations/0007_federation_rooms.sql")),
     (8, include_str!("../migrations/0008_admin.sql")),
+    (9, include_str!("../migrations/0009_media_access.sql")),
 ];
 
 pub struct SqlStore {
