@@ -131,7 +131,7 @@ impl RoomFederation {
             return Ok(Vec::new());
         };
         let st = room.read().await;
-        checked.sort_by(|a, b| b.pdu.depth.cmp(&a.pdu.depth));
+        checked.sort_by_key(|c| std::cmp::Reverse(c.pdu.depth));
         let mut out = Vec::new();
         for c in checked {
             if self

@@ -77,7 +77,7 @@ impl RoomFederation {
             .collect();
         queue.push_back((root.to_owned(), 0, root_via));
         while let Some((room, depth, via)) = queue.pop_front() {
-            if rooms.len() >= MAX_ROOMS || rooms.len() >= offset + limit + 1 {
+            if rooms.len() >= MAX_ROOMS || rooms.len() > offset + limit {
                 break;
             }
             if !seen.insert(room.clone()) {
