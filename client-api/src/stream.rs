@@ -5,7 +5,7 @@
 //! `GET /_matrix/client/unstable/io.homeserver.ws/stream?since=&filter=`,
 //! subprotocol `m.json`, authenticated like any client request.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use axum::{
     extract::{
@@ -27,7 +27,6 @@ use futures::{SinkExt, StreamExt};
 use ruma::RoomId;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::{
     error::{ApiError, ApiResult},
@@ -42,8 +41,6 @@ pub const FEATURE: &str = "io.homeserver.ws";
 const MAX_MESSAGE: usize = 64 * 1024;
 /// A peer that cannot take a message for this long is a slow consumer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Outgoing messages queued per connection before the sync loop waits.
-const QUEUE: usize = 16;
 
 /// Close codes. 1008/1009 are RFC 6455; 4000+ are ours.
 const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -106,6 +103,9 @@ fn is_empty(resp: &Value) -> bool {
         && empty_arr(&resp["device_lists"]["left"])
 }
 
+/// One connection, one task: the socket's reader, its writer and the sync
+/// long-poll are branches of a single `select!`, so an idle connection costs
+/// one task, its buffers and a pending sync, and nothing else.
 async fn run(
     socket: WebSocket,
     state: AppState,
@@ -116,131 +116,125 @@ async fn run(
     set_presence: Option<String>,
 ) {
     let (mut sink, mut incoming) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
-    let user = Arc::new(user);
-
-    // Writer: everything leaves through here, each send bounded in time.
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let closing = matches!(msg, Message::Close(_));
-            match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
-                Ok(Ok(())) if !closing => {}
-                Ok(Ok(())) | Ok(Err(_)) => break,
-                Err(_) => {
-                    // Slow consumer: drop it. Its last next_batch stays a valid resume token.
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        sink.send(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
-                    )
-                    .await;
-                    break;
-                }
-            }
-        }
-        let _ = sink.close().await;
-    });
-
-    // Sync loop: push every non-empty update, then continue from its next_batch.
-    let sync_tx = tx.clone();
-    let sync_state = state.clone();
-    let sync_user = user.clone();
-    let syncer = tokio::spawn(async move {
-        let mut since = since;
-        loop {
-            let req = SyncRequest {
-                user_id: sync_user.user_id.to_string(),
-                device_id: sync_user.device_id.clone(),
-                since: since.clone(),
-                timeout_ms: 30_000,
-                full_state: false,
-                filter: filter.clone(),
-                set_presence: set_presence.clone(),
-            };
-            match sync_state.sync.sync(&req).await {
-                Ok(resp) => {
-                    let next = resp["next_batch"].as_str().map(str::to_owned);
-                    let wanted = since.is_none() || !is_empty(&resp);
-                    if wanted
-                        && sync_tx
-                            .send(text(&json!({"method": "sync", "param": resp})))
-                            .await
-                            .is_err()
-                    {
-                        break;
-                    }
-                    since = next;
-                }
-                Err(e) => {
-                    let _ = sync_tx
-                        .send(text(&json!({"method": "sync", "error": e.to_json()})))
-                        .await;
-                    if e.errcode == "M_UNKNOWN_TOKEN" {
-                        let _ = sync_tx
-                            .send(close(CLOSE_TOKEN_INVALID, "token invalid"))
-                            .await;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            // The device may have logged out while we waited.
-            if sync_state.accounts.authenticate(&token).await.is_err() {
-                let _ = sync_tx
-                    .send(close(CLOSE_TOKEN_INVALID, "token invalid"))
-                    .await;
-                break;
-            }
-        }
-    });
-
-    // Reader: requests and liveness.
+    let sync_request = |since: Option<String>| SyncRequest {
+        user_id: user.user_id.to_string(),
+        device_id: user.device_id.clone(),
+        since,
+        timeout_ms: 30_000,
+        full_state: false,
+        filter: filter.clone(),
+        set_presence: set_presence.clone(),
+    };
+    // The long-poll in flight, boxed so the idle task holds only a pointer
+    // to it; re-armed from each answer's next_batch.
+    let mut since = since;
+    let mut pending = Box::pin(next_update(&state, sync_request(since.clone()), None));
     // A peer silent for three ping intervals is dead (`limits.ws_ping_interval_ms`).
     let mut ping = tokio::time::interval(Duration::from_millis(
         state.core.config.limits.ws_ping_interval_ms.max(10),
     ));
     ping.tick().await;
     let mut missed_pings = 0u32;
-    loop {
-        tokio::select! {
+    let outcome = loop {
+        let out = tokio::select! {
             msg = incoming.next() => {
                 let Some(Ok(msg)) = msg else {
-                    // Closed, or a protocol error such as an oversized frame (tungstenite
-                    // answers 1009 itself).
-                    break;
+                    // Closed, or a protocol error such as an oversized frame
+                    // (tungstenite answers 1009 itself).
+                    break Ending::Gone;
                 };
                 missed_pings = 0;
                 match msg {
-                    Message::Text(t) => {
-                        let reply = handle_request(&state, &user, t.as_str()).await;
-                        if tx.send(text(&reply)).await.is_err() {
-                            break;
-                        }
+                    Message::Text(t) => text(&handle_request(&state, &user, t.as_str()).await),
+                    Message::Binary(_) => text(&json!({"error": Error::not_json(
+                        "Binary frames are not supported; send JSON text.").to_json()})),
+                    Message::Close(_) => break Ending::Gone,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                }
+            }
+            update = &mut pending => {
+                let failed = update.is_err();
+                let (out, next, token_invalid) = match update {
+                    Ok(resp) => {
+                        let next = resp["next_batch"].as_str().map(str::to_owned);
+                        let wanted = since.is_none() || !is_empty(&resp);
+                        let out = wanted.then(|| text(&json!({"method": "sync", "param": resp})));
+                        (out, next.or(since.clone()), false)
                     }
-                    Message::Binary(_) => {
-                        let reply = json!({"error": Error::not_json("Binary frames are not supported; send JSON text.").to_json()});
-                        if tx.send(text(&reply)).await.is_err() {
-                            break;
-                        }
+                    Err(e) => {
+                        let invalid = e.errcode == "M_UNKNOWN_TOKEN";
+                        let out = Some(text(&json!({"method": "sync", "error": e.to_json()})));
+                        (out, since.clone(), invalid)
                     }
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                };
+                // The device may have logged out while we waited.
+                if token_invalid || state.accounts.authenticate(&token).await.is_err() {
+                    if let Some(out) = out {
+                        let _ = send(&mut sink, out).await;
+                    }
+                    break Ending::Close(CLOSE_TOKEN_INVALID, "token invalid");
+                }
+                since = next;
+                // After a failure, pause before asking again.
+                let pause = failed.then_some(Duration::from_secs(1));
+                pending = Box::pin(next_update(&state, sync_request(since.clone()), pause));
+                match out {
+                    Some(out) => out,
+                    None => continue,
                 }
             }
             _ = ping.tick() => {
                 missed_pings += 1;
                 if missed_pings > 2 {
-                    let _ = tx.send(close(CLOSE_DEAD_PEER, "no pong")).await;
-                    break;
+                    break Ending::Close(CLOSE_DEAD_PEER, "no pong");
                 }
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
-                }
+                Message::Ping(Default::default())
             }
+        };
+        match send(&mut sink, out).await {
+            Sent::Ok => {}
+            Sent::Failed => break Ending::Gone,
+            // Slow consumer: drop it. Its last next_batch stays a valid resume token.
+            Sent::TimedOut => break Ending::Close(CLOSE_SLOW_CONSUMER, "slow consumer"),
         }
+    };
+    if let Ending::Close(code, reason) = outcome {
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(code, reason))).await;
     }
-    syncer.abort();
-    drop(tx);
-    let _ = writer.await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// How a connection ends: the peer went away, or we close it with a code.
+enum Ending {
+    Gone,
+    Close(u16, &'static str),
+}
+
+enum Sent {
+    Ok,
+    Failed,
+    TimedOut,
+}
+
+/// Sends one message, bounded in time.
+async fn send(sink: &mut futures::stream::SplitSink<WebSocket, Message>, msg: Message) -> Sent {
+    match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
+        Ok(Ok(())) => Sent::Ok,
+        Ok(Err(_)) => Sent::Failed,
+        Err(_) => Sent::TimedOut,
+    }
+}
+
+/// The next sync answer, after `pause` if one is given.
+async fn next_update(
+    state: &AppState,
+    req: SyncRequest,
+    pause: Option<Duration>,
+) -> Result<Value, Error> {
+    if let Some(pause) = pause {
+        tokio::time::sleep(pause).await;
+    }
+    state.sync.sync(&req).await
 }
 
 #[derive(Deserialize)]
