@@ -8,24 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    federation::{wait_for_bodies, wait_for_membership, Federation},
+    federation::{join_via, wait_for_bodies, wait_for_membership, Federation},
     Client,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
-
-async fn join_via(client: &Client, room_id: &str, server: &str) -> common::Response {
-    client
-        .post(
-            &format!(
-                "/_matrix/client/v3/join/{}?via={}",
-                common::enc(room_id),
-                common::enc(server)
-            ),
-            json!({}),
-        )
-        .await
-}
 
 #[tokio::test]
 async fn remote_join_then_messages_flow_both_ways() {

@@ -8,19 +8,9 @@ use std::time::Duration;
 
 use common::{
     enc,
-    federation::{wait_for_bodies, wait_for_membership, Federation},
-    Client,
+    federation::{join_via, wait_for_bodies, wait_for_membership, Federation},
 };
 use serde_json::{json, Value};
-
-async fn join_through(client: &Client, room: &str, server: &str) -> common::Response {
-    client
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via={server}", enc(room)),
-            json!({}),
-        )
-        .await
-}
 
 /// A signed federation GET from server `from` to server `to`.
 async fn signed_get(fed: &Federation, from: usize, to: usize, path: &str) -> Result<Value, String> {
@@ -43,7 +33,7 @@ async fn a_denied_server_is_refused_everywhere_and_others_carry_on() {
     let carol = fed.servers[2].register("carol").await;
     let hs1 = fed.server_name(0);
     let room = alice.create_room(json!({"preset": "public_chat"})).await;
-    let r = join_through(&bob, &room, &hs1).await;
+    let r = join_via(&bob, &room, &hs1).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     wait_for_membership(&alice, &room, &bob.user_id, "join").await;
 
@@ -88,11 +78,11 @@ async fn a_denied_server_is_refused_everywhere_and_others_carry_on() {
         "{make_join:?}"
     );
     // hs2 still holds the room, so it joins dave itself; hs1 refuses the event.
-    join_through(&dave, &room, &hs1).await;
+    join_via(&dave, &room, &hs1).await;
 
     // Bob's messages from hs2 are refused; a server not denied joins and talks.
     bob.send_text(&room, "from a denied server").await;
-    let r = join_through(&carol, &room, &hs1).await;
+    let r = join_via(&carol, &room, &hs1).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     carol.send_text(&room, "from hs3").await;
     let seen = wait_for_bodies(&alice, &room, |b| b.iter().any(|x| x == "from hs3")).await;

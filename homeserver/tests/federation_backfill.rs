@@ -4,22 +4,8 @@
 
 mod common;
 
-use common::{
-    enc,
-    federation::{wait_for_membership, Federation},
-    Client,
-};
+use common::federation::{join_via, wait_for_membership, Federation};
 use serde_json::{json, Value};
-
-async fn join_through(client: &Client, room: &str, server: &str) {
-    let r = client
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via={server}", enc(room)),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-}
 
 fn bodies(events: &[Value]) -> Vec<String> {
     events
@@ -44,7 +30,7 @@ async fn a_late_joiner_pages_back_into_history_held_elsewhere() {
     for body in &sent {
         alice.send_text(&room, body).await;
     }
-    join_through(&bob, &room, &hs1).await;
+    join_via(&bob, &room, &hs1).await;
     wait_for_membership(&alice, &room, &bob.user_id, "join").await;
 
     // Paging back from now reaches the room's creation, in order, once each.
@@ -91,7 +77,7 @@ async fn a_late_joiner_pages_back_into_history_held_elsewhere() {
             "content": {"history_visibility": "joined"}}]}))
         .await;
     alice.send_text(&closed, "before you came").await;
-    join_through(&bob, &closed, &hs1).await;
+    join_via(&bob, &closed, &hs1).await;
     let history = bob.paginate_all(&closed, None, "b", 20).await;
     assert!(bodies(&history).is_empty(), "{history:?}");
     fed.shutdown().await;

@@ -7,22 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    enc,
-    federation::{server_name, wait_for_bodies, wait_for_membership, Federation},
+    federation::{join_via, server_name, wait_for_bodies, wait_for_membership, Federation},
     link::Link,
     Client,
 };
 use serde_json::{json, Value};
-
-async fn join_through(client: &Client, room: &str, server: &str) {
-    let r = client
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via={server}", enc(room)),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-}
 
 /// Waits until every client reads the same value at `path` in the room's
 /// `event_type` state, and that value satisfies `pred`; returns it.
@@ -61,7 +50,7 @@ async fn a_server_that_was_down_gets_everything_once_in_order() {
     let alice = fed.servers[0].register("alice").await;
     let bob = fed.servers[1].register("bob").await;
     let room = alice.create_room(json!({"preset": "public_chat"})).await;
-    join_through(&bob, &room, &fed.server_name(0)).await;
+    join_via(&bob, &room, &fed.server_name(0)).await;
     wait_for_membership(&alice, &room, &bob.user_id, "join").await;
     alice.send_text(&room, "before").await;
     wait_for_bodies(&bob, &room, |b| b == ["before"]).await;
@@ -122,7 +111,7 @@ async fn partitioned_servers_resolve_concurrent_state_the_same_way() {
             },
         }))
         .await;
-    join_through(&bob, &room, &fed.server_name(0)).await;
+    join_via(&bob, &room, &fed.server_name(0)).await;
     wait_for_membership(&alice, &room, &bob.user_id, "join").await;
     wait_for_membership(&bob, &room, &alice.user_id, "join").await;
 

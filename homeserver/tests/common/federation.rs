@@ -389,3 +389,17 @@ pub async fn wait_for_membership(client: &Client, room_id: &str, user: &str, mem
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `POST /join/{roomId}?via=server`: joins through another server.
+pub async fn join_via(client: &Client, room_id: &str, server: &str) -> super::Response {
+    client
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                super::enc(room_id),
+                super::enc(server)
+            ),
+            serde_json::json!({}),
+        )
+        .await
+}

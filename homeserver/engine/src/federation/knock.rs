@@ -24,9 +24,9 @@ use super::{
 use crate::{
     error::{Error, Result},
     events::{client_format::to_stripped, Pdu},
-    rooms::{remote::outlier_write, RoomState},
+    rooms::remote::outlier_write,
     storage::federation::RemoteInviteRecord,
-    sync::{notifier::WakeTarget, STRIPPED_STATE},
+    sync::notifier::WakeTarget,
 };
 
 impl RoomFederation {
@@ -76,16 +76,9 @@ impl RoomFederation {
         user: &UserId,
         reason: Option<String>,
     ) -> Result<()> {
-        let (version, mut object) = self
-            .make_remote(server, room_id, user, "make_knock", true)
+        let (version, event_id, json) = self
+            .signed_membership(server, room_id, user, "knock", reason)
             .await?;
-        let content = self.rooms.member_content(user, "knock", reason).await?;
-        object.insert(
-            "content".into(),
-            ruma::canonical_json::to_canonical_value(content)
-                .map_err(|e| Error::unknown(e.to_string()))?,
-        );
-        let (event_id, json) = self.sign_template(&version, object)?;
         let path = format!(
             "/_matrix/federation/v1/send_knock/{}/{}",
             enc(room_id.as_str()),
@@ -163,25 +156,6 @@ impl RoomFederation {
         };
         self.core.complete(pos, wake);
         stored
-    }
-
-    /// What a knocking server is told of a room: its stripped state.
-    pub(super) async fn stripped_state_of(&self, st: &RoomState) -> Result<Vec<Value>> {
-        let mut events = Vec::new();
-        for kind in STRIPPED_STATE {
-            if let Some(p) = st.state_event(kind, "") {
-                if let Some(ev) = self
-                    .core
-                    .storage
-                    .timeline
-                    .get_event(p.event_id.as_str())
-                    .await?
-                {
-                    events.push(to_stripped(&ev.pdu_json));
-                }
-            }
-        }
-        Ok(events)
     }
 
     /// A server of the room behind a remote invite or knock record: whoever

@@ -146,7 +146,7 @@ impl RoomFederation {
                 .await?;
         }
         if membership == "knock" {
-            let knock_room_state = self.stripped_state_of(&st).await?;
+            let knock_room_state = self.rooms.stripped_state(&st).await?;
             return Ok(json!({ "knock_room_state": knock_room_state }));
         }
         if membership != "join" {
@@ -442,16 +442,9 @@ impl RoomFederation {
         user: &UserId,
         reason: Option<String>,
     ) -> Result<()> {
-        let (version, mut object) = self
-            .make_remote(server, room_id, user, "make_join", true)
+        let (version, event_id, json) = self
+            .signed_membership(server, room_id, user, "join", reason)
             .await?;
-        let content = self.rooms.member_content(user, "join", reason).await?;
-        object.insert(
-            "content".into(),
-            ruma::canonical_json::to_canonical_value(content)
-                .map_err(|e| Error::unknown(e.to_string()))?,
-        );
-        let (event_id, json) = self.sign_template(&version, object)?;
         let path = format!(
             "/_matrix/federation/v2/send_join/{}/{}",
             enc(room_id.as_str()),
@@ -468,9 +461,34 @@ impl RoomFederation {
             .await
     }
 
+    /// Our user's `membership` (`join` or `knock`) in a room held elsewhere,
+    /// built by `server` (`make_join`/`make_knock`) with the user's profile and
+    /// `reason`, then hashed and signed: the room version, event id and JSON.
+    pub(super) async fn signed_membership(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+        reason: Option<String>,
+    ) -> Result<(RoomVersionId, OwnedEventId, String)> {
+        let endpoint = format!("make_{membership}");
+        let (version, mut object) = self
+            .make_remote(server, room_id, user, &endpoint, true)
+            .await?;
+        let content = self.rooms.member_content(user, membership, reason).await?;
+        object.insert(
+            "content".into(),
+            ruma::canonical_json::to_canonical_value(content)
+                .map_err(|e| Error::unknown(e.to_string()))?,
+        );
+        let (event_id, json) = self.sign_template(&version, object)?;
+        Ok((version, event_id, json))
+    }
+
     /// `make_join`/`make_leave` on a remote server: the room version and the
     /// template, with our `origin_server_ts`.
-    pub(super) async fn make_remote(
+    async fn make_remote(
         &self,
         server: &ServerName,
         room_id: &RoomId,
@@ -527,7 +545,7 @@ impl RoomFederation {
     }
 
     /// Hashes and signs a template; its event id and canonical JSON.
-    pub(super) fn sign_template(
+    fn sign_template(
         &self,
         version: &RoomVersionId,
         mut object: ruma::CanonicalJsonObject,

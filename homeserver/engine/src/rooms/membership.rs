@@ -19,18 +19,7 @@ impl RoomService {
         reason: Option<String>,
     ) -> Result<OwnedRoomId> {
         // Rooms blocked through the admin API refuse every join.
-        if self
-            .core
-            .storage
-            .admin
-            .room_blocked_by(room_id.as_str())
-            .await?
-            .is_some()
-        {
-            return Err(Error::forbidden(
-                "This room has been blocked on this server.",
-            ));
-        }
+        self.refuse_if_blocked(room_id).await?;
         let room = self
             .get(room_id)
             .await?
@@ -59,18 +48,7 @@ impl RoomService {
         user: &UserId,
         reason: Option<String>,
     ) -> Result<()> {
-        if self
-            .core
-            .storage
-            .admin
-            .room_blocked_by(room_id.as_str())
-            .await?
-            .is_some()
-        {
-            return Err(Error::forbidden(
-                "This room has been blocked on this server.",
-            ));
-        }
+        self.refuse_if_blocked(room_id).await?;
         let room = self
             .get(room_id)
             .await?
@@ -198,6 +176,44 @@ impl RoomService {
                     .forget_room(user.as_str(), room_id.as_str())
                     .await
             }
+        }
+    }
+
+    /// What an invited or knocking user is shown of a room: the stripped form
+    /// of its name, topic, avatar, join rules, create event and the like
+    /// ([`crate::sync::STRIPPED_STATE`]).
+    pub async fn stripped_state(&self, st: &super::RoomState) -> Result<Vec<Value>> {
+        let mut events = Vec::new();
+        for kind in crate::sync::STRIPPED_STATE {
+            let Some(p) = st.state_event(kind, "") else {
+                continue;
+            };
+            if let Some(ev) = self
+                .core
+                .storage
+                .timeline
+                .get_event(p.event_id.as_str())
+                .await?
+            {
+                events.push(crate::events::client_format::to_stripped(&ev.pdu_json));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Rooms blocked through the admin API refuse every join and knock.
+    async fn refuse_if_blocked(&self, room_id: &RoomId) -> Result<()> {
+        let blocked = self
+            .core
+            .storage
+            .admin
+            .room_blocked_by(room_id.as_str())
+            .await?;
+        match blocked {
+            Some(_) => Err(Error::forbidden(
+                "This room has been blocked on this server.",
+            )),
+            None => Ok(()),
         }
     }
 

@@ -78,26 +78,10 @@ impl RoomService {
         let mut cache = EventCache::default();
 
         // 1. Against its own auth events.
-        let mut auth_state: auth::StateMap = HashMap::new();
-        for id in &pdu.auth_events {
-            let Some(a) = self.load_pdu(&mut cache, st, id).await? else {
-                return Err(Error::unknown(format!("auth event {id} is not held")));
-            };
-            if a.rejected {
-                return self
-                    .store_excluded(st, &pdu, json, true, "an auth event was rejected")
-                    .await;
-            }
-            if let Some(k) = &a.state_key {
-                auth_state.insert((a.kind.to_string(), k.clone()), a.clone());
-            }
-        }
-        // Room version 12 leaves the create event out of `auth_events`.
-        if let Some(create) = st.state_event("m.room.create", "") {
-            auth_state
-                .entry(("m.room.create".into(), String::new()))
-                .or_insert_with(|| create.clone());
-        }
+        let auth_state = match self.auth_state(&mut cache, st, &pdu).await? {
+            Ok(a) => a,
+            Err(e) => return self.store_excluded(st, &pdu, json, true, &e).await,
+        };
         if let Err(e) = check(st, &pdu, &auth_state, &auth_state) {
             return self.store_excluded(st, &pdu, json, true, &e).await;
         }
@@ -130,9 +114,25 @@ impl RoomService {
         pdu: &Pdu,
     ) -> Result<std::result::Result<(), String>> {
         let mut cache = EventCache::default();
+        Ok(match self.auth_state(&mut cache, st, pdu).await? {
+            Ok(auth_state) => check(st, pdu, &auth_state, &auth_state),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The state `pdu`'s own auth events make up (with the room's create
+    /// event, which room version 12 leaves out of `auth_events`).
+    /// `Ok(Err(_))` when one of them was rejected; an auth event not held is
+    /// an error.
+    async fn auth_state(
+        &self,
+        cache: &mut EventCache,
+        st: &RoomState,
+        pdu: &Pdu,
+    ) -> Result<std::result::Result<auth::StateMap, String>> {
         let mut auth_state: auth::StateMap = HashMap::new();
         for id in &pdu.auth_events {
-            let Some(a) = self.load_pdu(&mut cache, st, id).await? else {
+            let Some(a) = self.load_pdu(cache, st, id).await? else {
                 return Err(Error::unknown(format!("auth event {id} is not held")));
             };
             if a.rejected {
@@ -147,7 +147,7 @@ impl RoomService {
                 .entry(("m.room.create".into(), String::new()))
                 .or_insert_with(|| create.clone());
         }
-        Ok(check(st, pdu, &auth_state, &auth_state))
+        Ok(Ok(auth_state))
     }
 
     /// The state before `pdu`: the state after its single prev event, or the

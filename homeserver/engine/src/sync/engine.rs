@@ -532,20 +532,7 @@ impl SyncService {
         let mut events = Vec::new();
         if let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) {
             if let Some(room) = self.rooms.get(&room_id).await? {
-                let st = room.read().await;
-                for kind in STRIPPED_STATE {
-                    if let Some(p) = st.state_event(kind, "") {
-                        if let Some(ev) = self
-                            .core
-                            .storage
-                            .timeline
-                            .get_event(p.event_id.as_str())
-                            .await?
-                        {
-                            events.push(to_stripped(&ev.pdu_json));
-                        }
-                    }
-                }
+                events = self.rooms.stripped_state(&*room.read().await).await?;
             }
         }
         if let Some(ev) = self.core.storage.timeline.get_event(&m.event_id).await? {
