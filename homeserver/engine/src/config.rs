@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 mod media;
 pub use media::{BlobStoreKind, Media, ThumbnailMethod, ThumbnailSize, S3};
+mod storage;
+pub use storage::{Cql, CqlConsistency, Storage};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +22,8 @@ pub struct Config {
     pub signing_key_path: PathBuf,
     pub listeners: Listeners,
     pub database: Database,
+    /// Stores beside the SQL database (`[storage.cql]`).
+    pub storage: Storage,
     pub registration: Registration,
     pub limits: Limits,
     pub rate_limits: RateLimits,
@@ -278,6 +282,7 @@ impl Default for Config {
             signing_key_path: PathBuf::from("./data/signing.key"),
             listeners: Listeners::default(),
             database: Database::default(),
+            storage: Storage::default(),
             registration: Registration::default(),
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
@@ -394,6 +399,7 @@ impl Config {
             anyhow::bail!("tls.cert_path and tls.key_path must be set together");
         }
         self.media.validate()?;
+        self.storage.cql.validate()?;
         Ok(())
     }
 }

@@ -7,6 +7,9 @@
 //! cross-partition transactions.
 
 pub mod admin;
+/// The ScyllaDB/Cassandra event log (docs/scale-out.md).
+#[cfg(feature = "cql")]
+pub mod cql;
 mod e2ee;
 pub mod federation;
 mod media;
