@@ -70,7 +70,8 @@ async fn upgrade(
     let set_presence = q.get("set_presence").cloned();
     Ok(ws
         .protocols(["m.json"])
-        .read_buffer_size(4 * 1024)
+        // Client messages are small; a bigger one grows the buffer for itself.
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
@@ -145,7 +146,8 @@ async fn run(
                 };
                 missed_pings = 0;
                 match msg {
-                    Message::Text(t) => text(&handle_request(&state, &user, t.as_str()).await),
+                    // Boxed: the idle connection does not reserve room for a request.
+                    Message::Text(t) => text(&Box::pin(handle_request(&state, &user, t.as_str())).await),
                     Message::Binary(_) => text(&json!({"error": Error::not_json(
                         "Binary frames are not supported; send JSON text.").to_json()})),
                     Message::Close(_) => break Ending::Gone,

@@ -82,11 +82,11 @@ struct Computed {
     large_rooms: Vec<String>,
 }
 
-/// The state event types that make up an invite's stripped state.
 /// How long a sync waits for writes acknowledged before it arrived (anyone's)
 /// to become visible, before it answers without them.
 const READ_AFTER_WRITE_WAIT: Duration = Duration::from_secs(2);
 
+/// The state event types that make up an invite's stripped state.
 pub const STRIPPED_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
@@ -147,14 +147,20 @@ impl SyncService {
             user_wait.as_mut().enable();
 
             let upto = self.core.stream.current();
-            let computed = self.compute(req, since, upto).await?;
+            // Boxed: a waiting sync (one per idle connection) then holds only
+            // what it waits on, not the computation's locals or its answer.
+            let Computed {
+                body,
+                empty,
+                large_rooms,
+            } = Box::pin(self.compute(req, since, upto)).await?;
             let can_wait =
                 since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
-            if !computed.empty || !can_wait {
-                return Ok(computed.body);
+            if !empty || !can_wait {
+                return Ok(body);
             }
-            let room_keys: Vec<_> = computed
-                .large_rooms
+            drop(body);
+            let room_keys: Vec<_> = large_rooms
                 .iter()
                 .map(|r| self.core.notifier.subscribe(WakeTarget::Room(r.clone())))
                 .collect();
@@ -171,7 +177,7 @@ impl SyncService {
                 _ = futures::future::select_all(waits) => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     let upto = self.core.stream.current();
-                    return Ok(self.compute(req, since, upto).await?.body);
+                    return Ok(Box::pin(self.compute(req, since, upto)).await?.body);
                 }
             }
         }
