@@ -5,7 +5,11 @@
 #   clippy    cargo clippy, warnings are errors
 #   sqlite    cargo test --workspace (embedded SQLite store)
 #   postgres  the workspace's tests again against a private PostgreSQL cluster
+#   scaleout  the CQL timeline tests against a private Apache Cassandra node,
+#             with a private 3-master Redis Cluster (docs/scale-out.md)
 #   clients   a real third-party client (matrix-nio) against the built binary
+#   synapse   federation with a real Synapse (from PyPI) on loopback, both ways
+#             (tests/interop)
 #   complement  the Complement conformance tests that pass today
 #             (scripts/complement-gate.sh; tests/complement/passing.txt)
 #
@@ -22,9 +26,14 @@
 #   HS_TEST_POSTGRES_URL  use this PostgreSQL admin URL instead of starting a
 #                         private cluster
 #   HS_VENV               Python venv for the client tests (default $HOME/.cache/hs-venv)
+#   HS_SYNAPSE_VENV       Python venv with Synapse for the interop tests
+#                         (default $HOME/.cache/hs-synapse-venv)
 #   HS_TEST_S3_URL        use this S3-compatible endpoint for the media tests instead
 #                         of starting S3Proxy (with HS_TEST_S3_ACCESS_KEY and
 #                         HS_TEST_S3_SECRET_KEY)
+#   HS_TEST_CQL_URL       use this CQL node (host:port) instead of starting Cassandra
+#   HS_TEST_REDIS_CLUSTER use these Redis Cluster seeds (host:port,...) instead of
+#                         starting a cluster
 #   HS_BINARY             homeserver binary the client tests start
 #                         (default $CARGO_TARGET_DIR/debug/homeserver)
 set -euo pipefail
@@ -38,8 +47,28 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 if [ "${CI:-}" = "true" ]; then
     export CARGO_INCREMENTAL=0
 fi
+# The shared build cache grows with every checkout path and feature set it
+# sees (each keeps its own test executables). When the disk runs low, drop
+# what a rebuild can restore: incremental caches and all but the newest two
+# builds of each test executable.
+prune_target_dir() {
+    local dir="$CARGO_TARGET_DIR/debug" free_kb
+    [ -d "$dir" ] || return 0
+    free_kb="$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')"
+    [ -n "$free_kb" ] && [ "$free_kb" -lt $((20 * 1024 * 1024)) ] || return 0
+    echo "test.sh: less than 20 GB free; pruning stale build artifacts in $dir" >&2
+    rm -rf "$dir/incremental"
+    if [ -d "$dir/deps" ]; then
+        find "$dir/deps" -maxdepth 1 -type f -perm -u+x -regex '.*-[0-9a-f]\{16\}' -printf '%T@ %f\n' |
+            sort -rn | awk '{ name = $2; sub(/-[0-9a-f]+$/, "", name); if (++seen[name] > 2) print $2 }' |
+            while read -r f; do rm -f "$dir/deps/$f" "$dir/deps/$f.d"; done
+    fi
+}
+prune_target_dir
+
 HS_VENV="${HS_VENV:-$HOME/.cache/hs-venv}"
-ALL_STEPS=(fmt clippy sqlite postgres clients complement)
+HS_SYNAPSE_VENV="${HS_SYNAPSE_VENV:-$HOME/.cache/hs-synapse-venv}"
+ALL_STEPS=(fmt clippy sqlite postgres scaleout clients synapse complement)
 
 if [ -t 2 ]; then
     log() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -57,7 +86,7 @@ if [ $# -eq 0 ]; then
 else
     for arg in "$@"; do
         case "$arg" in
-            fmt | clippy | sqlite | postgres | clients | complement) STEPS+=("$arg") ;;
+            fmt | clippy | sqlite | postgres | scaleout | clients | synapse | complement) STEPS+=("$arg") ;;
             -h | --help)
                 sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
                 exit 0
@@ -158,6 +187,30 @@ ensure_venv() {
     fi
     log "pip install -r tests/clients/requirements.txt"
     "$HS_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+    printf '%s' "$wanted" >"$stamp"
+}
+
+# Synapse gets a venv of its own (its pins differ from matrix-nio's), reused
+# while it works and was built from the same requirements.
+ensure_synapse_venv() {
+    local req="$ROOT/tests/interop/requirements.txt"
+    local wanted stamp="$HS_SYNAPSE_VENV/.hs-requirements"
+    wanted="$(cat "$req" "$ROOT/tests/interop/constraints.txt")"
+    if [ -x "$HS_SYNAPSE_VENV/bin/python" ] &&
+        "$HS_SYNAPSE_VENV/bin/python" -c 'import synapse, pytest, signedjson' >/dev/null 2>&1 &&
+        [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+        return 0
+    fi
+    ensure_python
+    command -v openssl >/dev/null || apt_install openssl || return 1
+    if ! [ -x "$HS_SYNAPSE_VENV/bin/python" ] || ! "$HS_SYNAPSE_VENV/bin/python" -c 'pass' >/dev/null 2>&1; then
+        log "creating venv $HS_SYNAPSE_VENV"
+        rm -rf "$HS_SYNAPSE_VENV"
+        mkdir -p "$(dirname "$HS_SYNAPSE_VENV")"
+        python3 -m venv "$HS_SYNAPSE_VENV"
+    fi
+    log "pip install -r tests/interop/requirements.txt"
+    "$HS_SYNAPSE_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
     printf '%s' "$wanted" >"$stamp"
 }
 
@@ -340,10 +393,296 @@ stop_s3proxy() {
     S3_DIR=""
 }
 
+# ---------------------------------------------------------------------------
+# A single-node Apache Cassandra for the CQL timeline tests (scaleout step).
+# ScyllaDB is not installable here; Cassandra 5 speaks the same CQL native
+# protocol v4 the `scylla` driver uses. It runs from Maven Central's jars
+# (cassandra-all and its runtime dependencies), not a tarball. docs/scale-out.md.
+
+CASSANDRA_VERSION=5.0.9
+CASSANDRA_HOME="$HOME/.cache/hs-cassandra"
+CQL_DIR=""
+CQL_PID=""
+
+cassandra_lib() { echo "$CASSANDRA_HOME/lib-$CASSANDRA_VERSION"; }
+
+# Cassandra 5.0 supports Java 11 and 17 (not newer); the flags below are 17's.
+java17() {
+    local j
+    for j in /usr/lib/jvm/java-17-openjdk-*/bin/java; do
+        [ -x "$j" ] && { echo "$j"; return 0; }
+    done
+    return 1
+}
+
+# The jars are fetched once into $CASSANDRA_HOME/lib-VERSION (Maven's own
+# cache makes a refetch quick too); a stamp marks a complete copy.
+ensure_cassandra() {
+    local lib stamp
+    lib="$(cassandra_lib)"
+    stamp="$lib/.complete"
+    [ -f "$stamp" ] && java17 >/dev/null && return 0
+    if ! java17 >/dev/null || ! command -v mvn >/dev/null; then
+        apt_install openjdk-17-jre-headless maven || return 1
+    fi
+    mkdir -p "$CASSANDRA_HOME" || return 1
+    cat >"$CASSANDRA_HOME/pom.xml" <<EOF || return 1
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>hs.test</groupId>
+  <artifactId>hs-cassandra</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.cassandra</groupId>
+      <artifactId>cassandra-all</artifactId>
+      <version>$CASSANDRA_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+    log "mvn dependency:copy-dependencies org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION"
+    rm -rf "$lib"
+    (cd "$CASSANDRA_HOME" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory="$lib") || return 1
+    touch "$stamp"
+}
+
+# Cassandra nodes left behind by runs that were killed outright.
+reap_stale_cassandras() {
+    local dir owner pid
+    for dir in /tmp/hs-cql.*; do
+        [ -f "$dir/owner.pid" ] || continue
+        owner="$(cat "$dir/owner.pid" 2>/dev/null || true)"
+        if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then continue; fi
+        pid="$(cat "$dir/server.pid" 2>/dev/null || true)"
+        [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true
+        rm -rf "$dir"
+    done
+}
+
+# The module flags of Cassandra 5.0's conf/jvm17-server.options: Cassandra
+# reaches into JDK internals (off-heap memory, direct buffers, JMX, reflection
+# on the class loader), which Java 17 refuses unless opened explicitly.
+CASSANDRA_JVM17_OPTS=(
+    -Djdk.attach.allowAttachSelf=true
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+    --add-exports java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-exports java.base/sun.nio.ch=ALL-UNNAMED
+    --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+    --add-exports java.sql/java.sql=ALL-UNNAMED
+    --add-exports java.base/java.lang.ref=ALL-UNNAMED
+    --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+    --add-opens java.base/java.lang.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.math=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+    --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens java.base/java.io=ALL-UNNAMED
+    --add-opens java.base/java.nio=ALL-UNNAMED
+    --add-opens java.base/java.util.concurrent=ALL-UNNAMED
+    --add-opens java.base/java.util=ALL-UNNAMED
+    --add-opens java.base/java.util.concurrent.atomic=ALL-UNNAMED
+    --add-opens java.base/java.lang=ALL-UNNAMED
+    --add-opens java.base/java.math=ALL-UNNAMED
+    --add-opens java.base/java.lang.reflect=ALL-UNNAMED
+    --add-opens java.base/java.net=ALL-UNNAMED
+)
+
+free_port() {
+    local port="$1"
+    while port_in_use "$port"; do port=$((port + 1)); done
+    echo "$port"
+}
+
+start_cassandra() {
+    reap_stale_cassandras
+    CQL_DIR="$(mktemp -d /tmp/hs-cql.XXXXXX)" || return 1
+    echo "$$" >"$CQL_DIR/owner.pid" || return 1
+    local storage native start
+    storage="$(free_port $((47000 + $$ % 1000)))"
+    native="$(free_port $((49042 + $$ % 1000)))"
+    [ "$native" != "$storage" ] || native="$(free_port $((storage + 1)))"
+    cat >"$CQL_DIR/cassandra.yaml" <<EOF || return 1
+# A throwaway single node for the tests: loopback only, one token, no
+# bootstrap, commit log synced in the background.
+cluster_name: hs-test
+num_tokens: 1
+initial_token: 0
+auto_bootstrap: false
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: $storage
+native_transport_port: $native
+start_native_transport: true
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:$storage"
+data_file_directories: [$CQL_DIR/data]
+commitlog_directory: $CQL_DIR/commitlog
+saved_caches_directory: $CQL_DIR/saved_caches
+hints_directory: $CQL_DIR/hints
+cdc_raw_directory: $CQL_DIR/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+# Dropping a test keyspace need not snapshot it first.
+auto_snapshot: false
+EOF
+    cat >"$CQL_DIR/logback.xml" <<EOF || return 1
+<configuration>
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>$CQL_DIR/server.log</file>
+    <encoder><pattern>%d{HH:mm:ss.SSS} %-5level [%thread] %logger{20} %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+</configuration>
+EOF
+    # Start-up shortcuts for a throwaway node: no gossip settling or ring delay
+    # (there is no ring), a fixed memtable row overhead instead of a 4-second
+    # estimate, and schema changes kept in the commit log without flushing
+    # the schema tables each time (each test creates a keyspace).
+    log "starting Cassandra $CASSANDRA_VERSION on 127.0.0.1:$native (storage port $storage)"
+    start=$(date +%s%N)
+    "$(java17)" -Xms512m -Xmx512m -Xss256k -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -XX:TieredStopAtLevel=1 \
+        -Djava.net.preferIPv4Stack=true \
+        "${CASSANDRA_JVM17_OPTS[@]}" \
+        -Dcassandra-foreground=yes \
+        -Dcassandra.config="file://$CQL_DIR/cassandra.yaml" \
+        -Dcassandra.storagedir="$CQL_DIR" \
+        -Dlogback.configurationFile="$CQL_DIR/logback.xml" \
+        -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+        -Dcassandra.ring_delay_ms=0 \
+        -Dcassandra.superuser_setup_delay_ms=0 \
+        -Dcassandra.memtable.row_overhead_size=180 \
+        -Dcassandra.test.flush_local_schema_changes=false \
+        -cp "$(cassandra_lib)/*" org.apache.cassandra.service.CassandraDaemon \
+        >"$CQL_DIR/stdout.log" 2>&1 &
+    CQL_PID=$!
+    echo "$CQL_PID" >"$CQL_DIR/server.pid"
+    for _ in $(seq 1 360); do
+        if port_in_use "$native"; then
+            export HS_TEST_CQL_URL="127.0.0.1:$native"
+            log "Cassandra ready on $HS_TEST_CQL_URL after $((($(date +%s%N) - start) / 1000000)) ms"
+            return 0
+        fi
+        kill -0 "$CQL_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    echo "Cassandra did not start:" >&2
+    tail -n 30 "$CQL_DIR/stdout.log" "$CQL_DIR/server.log" >&2 || true
+    return 1
+}
+
+stop_cassandra() {
+    if [ -n "$CQL_PID" ]; then
+        kill "$CQL_PID" 2>/dev/null || true
+        wait "$CQL_PID" 2>/dev/null || true
+        CQL_PID=""
+    fi
+    [ -z "$CQL_DIR" ] || rm -rf "$CQL_DIR"
+    CQL_DIR=""
+}
+
+# ---------------------------------------------------------------------------
+# A 3-master Redis Cluster from Debian's redis-server (scaleout step).
+
+REDIS_DIR=""
+REDIS_PIDS=()
+
+ensure_redis() {
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+    apt_install redis-server redis-tools || return 1
+}
+
+# Redis Cluster nodes left behind by runs that were killed outright.
+reap_stale_redis_clusters() {
+    local dir owner pidfile pid
+    for dir in /tmp/hs-redis.*; do
+        [ -f "$dir/owner.pid" ] || continue
+        owner="$(cat "$dir/owner.pid" 2>/dev/null || true)"
+        if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then continue; fi
+        for pidfile in "$dir"/*/redis.pid; do
+            pid="$(cat "$pidfile" 2>/dev/null || true)"
+            [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true
+        done
+        rm -rf "$dir"
+    done
+}
+
+# Three masters, no replicas: the smallest cluster that spreads the 16384 hash
+# slots over several nodes, so clients must follow MOVED redirections.
+start_redis_cluster() {
+    reap_stale_redis_clusters
+    REDIS_DIR="$(mktemp -d /tmp/hs-redis.XXXXXX)" || return 1
+    echo "$$" >"$REDIS_DIR/owner.pid" || return 1
+    local port=$((46379 + $$ % 1000)) addrs=() node
+    for _ in 1 2 3; do
+        # A cluster node also listens on port + 10000 for its bus.
+        while port_in_use "$port" || port_in_use $((port + 10000)); do port=$((port + 1)); done
+        node="$REDIS_DIR/$port"
+        mkdir -p "$node" || return 1
+        # In the foreground of a background job, so this script can wait for it.
+        redis-server --bind 127.0.0.1 --port "$port" --dir "$node" \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+            --appendonly no --save '' --logfile "$node/redis.log" &
+        REDIS_PIDS+=($!)
+        echo "$!" >"$node/redis.pid" || return 1
+        addrs+=("127.0.0.1:$port")
+        port=$((port + 1))
+    done
+    for node in "${addrs[@]}"; do
+        for _ in $(seq 1 50); do
+            redis-cli -h 127.0.0.1 -p "${node#*:}" ping >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    done
+    log "redis-cli --cluster create ${addrs[*]}"
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$REDIS_DIR/create.log" 2>&1 ||
+        { cat "$REDIS_DIR/create.log" >&2; return 1; }
+    # Wait until every node agrees the slots are covered.
+    for _ in $(seq 1 100); do
+        if redis-cli -h 127.0.0.1 -p "${addrs[0]#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+            HS_TEST_REDIS_CLUSTER="$(IFS=,; echo "${addrs[*]}")"
+            export HS_TEST_REDIS_CLUSTER
+            log "Redis Cluster ready: $HS_TEST_REDIS_CLUSTER"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "Redis Cluster did not reach cluster_state:ok" >&2
+    return 1
+}
+
+stop_redis_cluster() {
+    [ -n "$REDIS_DIR" ] || return 0
+    local pid
+    for pid in "${REDIS_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    REDIS_PIDS=()
+    rm -rf "$REDIS_DIR"
+    REDIS_DIR=""
+}
+
 cleanup() {
     local rc=$?
     stop_postgres || true
     stop_s3proxy || true
+    stop_cassandra || true
+    stop_redis_cluster || true
     exit "$rc"
 }
 trap cleanup EXIT
@@ -387,6 +726,18 @@ step_postgres() {
     cargo test --workspace --tests --no-fail-fast
 }
 
+# The CQL event log's conformance tests (homeserver/engine/tests/cql_timeline.rs)
+# on the Cassandra node; the Redis Cluster must answer with all slots covered.
+# The `cql` feature is off in the clippy step, so its code is linted here.
+step_scaleout() {
+    [ -n "${HS_TEST_CQL_URL:-}" ] || { echo "no CQL node available" >&2; return 1; }
+    [ -n "${HS_TEST_REDIS_CLUSTER:-}" ] || { echo "no Redis Cluster available" >&2; return 1; }
+    echo "HS_TEST_CQL_URL=$HS_TEST_CQL_URL HS_TEST_REDIS_CLUSTER=$HS_TEST_REDIS_CLUSTER"
+    redis-cli --cluster check "${HS_TEST_REDIS_CLUSTER%%,*}"
+    cargo clippy -p hs-engine --features cql --all-targets -- -D warnings
+    cargo test -p hs-engine --features cql --test cql_timeline --no-fail-fast
+}
+
 step_clients() {
     ensure_venv
     cargo build -p homeserver
@@ -395,6 +746,22 @@ step_clients() {
     local rc=0
     # No cache or bytecode files in the work tree.
     PYTHONDONTWRITEBYTECODE=1 "$HS_VENV/bin/python" -m pytest -p no:cacheprovider -v tests/clients || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "pytest collected no tests: counted as a failure" >&2
+    fi
+    return "$rc"
+}
+
+# One Synapse and one of our servers federate over TLS on loopback (a test CA
+# made by the tests; tests/interop/conftest.py).
+step_synapse() {
+    ensure_synapse_venv
+    cargo build -p homeserver
+    export HS_BINARY="${HS_BINARY:-$CARGO_TARGET_DIR/debug/homeserver}"
+    [ -x "$HS_BINARY" ] || { echo "homeserver binary not found at $HS_BINARY" >&2; return 1; }
+    export HS_SYNAPSE_VENV
+    local rc=0
+    PYTHONDONTWRITEBYTECODE=1 "$HS_SYNAPSE_VENV/bin/python" -m pytest -p no:cacheprovider -v tests/interop || rc=$?
     if [ "$rc" -eq 5 ]; then
         echo "pytest collected no tests: counted as a failure" >&2
     fi
@@ -427,6 +794,16 @@ if wants postgres && [ -z "${HS_TEST_POSTGRES_URL:-}" ]; then
     fi
 fi
 
+SCALEOUT_SETUP_FAILED=""
+if wants scaleout; then
+    if [ -z "${HS_TEST_CQL_URL:-}" ] && ! { ensure_cassandra && start_cassandra; }; then
+        SCALEOUT_SETUP_FAILED="Cassandra did not start"
+    fi
+    if [ -z "${HS_TEST_REDIS_CLUSTER:-}" ] && ! { ensure_redis && start_redis_cluster; }; then
+        SCALEOUT_SETUP_FAILED="${SCALEOUT_SETUP_FAILED:+$SCALEOUT_SETUP_FAILED; }Redis Cluster did not start"
+    fi
+fi
+
 # The media tests run on both blob stores; under CI=true a missing S3 server
 # fails them rather than skipping.
 if { wants sqlite || wants postgres; } && [ -z "${HS_TEST_S3_URL:-}" ]; then
@@ -440,6 +817,11 @@ for step in "${ALL_STEPS[@]}"; do
     wants "$step" || continue
     if [ "$step" = postgres ] && [ "$PG_SETUP_FAILED" -eq 1 ]; then
         RESULTS+=("$(printf 'FAIL  %-9s %4ss  (PostgreSQL did not start)' postgres 0)")
+        FAILED=$((FAILED + 1))
+        continue
+    fi
+    if [ "$step" = scaleout ] && [ -n "$SCALEOUT_SETUP_FAILED" ]; then
+        RESULTS+=("$(printf 'FAIL  %-9s %4ss  (%s)' scaleout 0 "$SCALEOUT_SETUP_FAILED")")
         FAILED=$((FAILED + 1))
         continue
     fi

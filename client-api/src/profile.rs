@@ -38,14 +38,23 @@ async fn get_profile(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(state.accounts.profile(parse_user(&user_id)?).await?))
+    let user = parse_user(&user_id)?;
+    if !state.core.is_local(user.server_name()) {
+        return Ok(Json(state.fed_rooms.remote_profile(user, None).await?));
+    }
+    Ok(Json(state.accounts.profile(user).await?))
 }
 
 async fn get_field(
     State(state): State<AppState>,
     Path((user_id, field)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let profile = state.accounts.profile(parse_user(&user_id)?).await?;
+    let user = parse_user(&user_id)?;
+    let profile = if state.core.is_local(user.server_name()) {
+        state.accounts.profile(user).await?
+    } else {
+        state.fed_rooms.remote_profile(user, Some(&field)).await?
+    };
     match profile.get(&field) {
         Some(v) => Ok(Json(json!({ field: v }))),
         None => Err(Error::not_found("Profile field not set.").into()),

@@ -108,6 +108,14 @@ async fn invites_cross_servers_and_can_be_accepted_or_rejected() {
             assert!(events
                 .iter()
                 .any(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()));
+            assert!(events.iter().any(|e| e["type"] == "m.room.create"));
+            // Servers exchange full PDUs (MSC4311); clients get stripped events.
+            for e in &events {
+                let mut keys: Vec<&str> =
+                    e.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+                keys.sort_unstable();
+                assert_eq!(keys, ["content", "sender", "state_key", "type"], "{e}");
+            }
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "no invite for bob");
@@ -427,6 +435,53 @@ async fn forged_tampered_and_unauthorised_events_are_not_shown() {
             !bodies.iter().any(|b| b == bad),
             "{bad} was shown: {bodies:?}"
         );
+    }
+    fed.shutdown().await;
+}
+
+/// A redaction received over federation hides the target's content and
+/// records `unsigned.redacted_because`, as a local one does.
+#[tokio::test]
+async fn remote_redactions_are_applied_with_redacted_because() {
+    let fed = Federation::start(2).await;
+    let alice = fed.servers[0].register("alice").await;
+    let bob = fed.servers[1].register("bob").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    let r = join_via(&bob, &room, &fed.server_name(0)).await;
+    assert_eq!(r.status, 200, "join: {:?}", r.body);
+    let event_id = bob.send_text(&room, "oops").await;
+    wait_for_bodies(&alice, &room, |b| b.contains(&"oops".to_owned())).await;
+    let r = bob
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/{}",
+                common::enc(&room),
+                common::enc(&event_id),
+                common::txn()
+            ),
+            json!({"reason": "typo"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "redact: {:?}", r.body);
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        common::enc(&room),
+        common::enc(&event_id)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = alice.get(&path).await.ok();
+        if ev["content"] == json!({}) {
+            let because = &ev["unsigned"]["redacted_because"];
+            assert_eq!(because["type"], "m.room.redaction", "{ev}");
+            assert_eq!(because["sender"], bob.user_id.as_str(), "{ev}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never saw the redaction: {ev}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     fed.shutdown().await;
 }

@@ -13,6 +13,7 @@ use super::rooms::RoomFederation;
 use crate::{
     error::{Error, Result},
     keys::{ClaimResult, QueryResult},
+    storage::StreamPos,
 };
 
 /// Splits a per-user map into our users and other servers' users by server.
@@ -229,9 +230,18 @@ impl RoomFederation {
                 Some(entry)
             })
             .collect();
+        // The position of the user's latest device-list change: the chain our
+        // `m.device_list_update` EDUs' `prev_id`s continue from.
+        let stream_id = self
+            .core
+            .storage
+            .device_lists
+            .latest_device_list_change(user.as_str(), StreamPos::MAX)
+            .await?
+            .unwrap_or(0);
         let mut out = json!({
             "user_id": user,
-            "stream_id": self.core.stream.current(),
+            "stream_id": stream_id,
             "devices": list,
         });
         if let Some(k) = query["master_keys"].get(user.as_str()) {

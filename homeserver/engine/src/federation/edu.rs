@@ -24,6 +24,9 @@ impl RoomFederation {
             "m.receipt" => self.receive_receipts(origin, content).await,
             "m.direct_to_device" => self.receive_to_device(origin, content).await,
             "m.presence" => self.receive_presence(origin, content).await,
+            "m.device_list_update" | "m.signing_key_update" => {
+                self.receive_device_list_update(origin, content).await
+            }
             other => {
                 tracing::debug!(%origin, edu_type = other, "ignoring an EDU type we do not handle");
                 Ok(())

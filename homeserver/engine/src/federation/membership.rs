@@ -146,7 +146,8 @@ impl RoomFederation {
                 .await?;
         }
         if membership == "knock" {
-            let knock_room_state = self.rooms.stripped_state(&st).await?;
+            // Full events, as for invites (MSC4311).
+            let knock_room_state = full_events(self.rooms.summary_state_pdus(&st, None).await?)?;
             return Ok(json!({ "knock_room_state": knock_room_state }));
         }
         if membership != "join" {
@@ -808,24 +809,11 @@ impl RoomFederation {
         // `invite_room_state` carries full signed PDUs (Matrix 1.16, MSC4311),
         // the create event among them: Synapse checks each against the room
         // version and its signatures, and warns (later: refuses) otherwise.
-        let mut invite_state = Vec::new();
-        let keys = crate::sync::STRIPPED_STATE
-            .iter()
-            .map(|kind| (*kind, ""))
-            .chain(std::iter::once(("m.room.member", sender.as_str())));
-        for (kind, state_key) in keys {
-            if let Some(p) = st.state_event(kind, state_key) {
-                if let Some(ev) = self
-                    .core
-                    .storage
-                    .timeline
-                    .get_event(p.event_id.as_str())
-                    .await?
-                {
-                    invite_state.push(serde_json::from_str::<Value>(&ev.pdu_json)?);
-                }
-            }
-        }
+        let invite_state = full_events(
+            self.rooms
+                .summary_state_pdus(&st, Some(("m.room.member", sender.as_str())))
+                .await?,
+        )?;
         let path = format!(
             "/_matrix/federation/v2/invite/{}/{}",
             enc(room_id.as_str()),
@@ -978,4 +966,10 @@ pub(super) fn strip_entry(entry: &Value) -> Option<Value> {
         "sender": entry.get("sender").cloned().unwrap_or(Value::Null),
         "content": entry.get("content").cloned().unwrap_or_else(|| json!({})),
     }))
+}
+
+fn full_events(pdus: Vec<String>) -> Result<Vec<Value>> {
+    pdus.iter()
+        .map(|json| serde_json::from_str(json).map_err(Into::into))
+        .collect()
 }

@@ -117,6 +117,26 @@ impl KeysService {
             .put_cross_signing_keys(user, &changed, pos)
             .await;
         complete_change(&self.core, user, pos, result.is_ok()).await;
+        if result.is_ok() {
+            // Only keys that changed; never the user-signing key, which only
+            // its owner may see.
+            let public = |usage: &str| {
+                if !changed.iter().any(|(t, _)| t == usage) {
+                    return None;
+                }
+                upload
+                    .keys()
+                    .find(|(t, _)| *t == usage)
+                    .map(|(_, k)| k.clone())
+            };
+            crate::federation::device_lists::announce_signing_keys(
+                &self.core,
+                user_id,
+                public("master"),
+                public("self_signing"),
+            )
+            .await;
+        }
         result
     }
 }

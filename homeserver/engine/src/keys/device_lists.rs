@@ -118,6 +118,12 @@ impl KeysService {
             .delete_device_keys(user_id.as_str(), device_ids, pos)
             .await;
         complete_change(&self.core, user_id.as_str(), pos, result.is_ok()).await;
+        if result.is_ok() {
+            use crate::federation::device_lists::{announce, DeviceChange};
+            for device_id in device_ids {
+                announce(&self.core, user_id, device_id, pos, DeviceChange::Deleted).await;
+            }
+        }
         result
     }
 }

@@ -93,6 +93,13 @@ impl KeysService {
         if let Some(pos) = change_pos {
             let stored = matches!(outcome, Ok(KeyUploadOutcome::Stored));
             complete_change(&self.core, user, pos, stored).await;
+            if let (true, Some(keys)) = (stored, upload.device_keys) {
+                let change = crate::federation::device_lists::DeviceChange::Keys(keys);
+                crate::federation::device_lists::announce(
+                    &self.core, user_id, device_id, pos, change,
+                )
+                .await;
+            }
         }
         match outcome? {
             KeyUploadOutcome::Stored => Ok(self.key_counts(user, device_id).await?.0),

@@ -183,9 +183,30 @@ impl RoomService {
     /// of its name, topic, avatar, join rules, create event and the like
     /// ([`crate::sync::STRIPPED_STATE`]).
     pub async fn stripped_state(&self, st: &super::RoomState) -> Result<Vec<Value>> {
+        Ok(self
+            .summary_state_pdus(st, None)
+            .await?
+            .iter()
+            .map(|json| crate::events::client_format::to_stripped(json))
+            .collect())
+    }
+
+    /// The same events in full (canonical PDU JSON), as servers send them to
+    /// each other in `invite_room_state` and `knock_room_state` (Matrix 1.16,
+    /// MSC4311: the receiver can check them, the create event among them),
+    /// with one more state event (`extra` = type and state key) if given.
+    pub async fn summary_state_pdus(
+        &self,
+        st: &super::RoomState,
+        extra: Option<(&str, &str)>,
+    ) -> Result<Vec<String>> {
+        let keys = crate::sync::STRIPPED_STATE
+            .iter()
+            .map(|kind| (*kind, ""))
+            .chain(extra);
         let mut events = Vec::new();
-        for kind in crate::sync::STRIPPED_STATE {
-            let Some(p) = st.state_event(kind, "") else {
+        for (kind, state_key) in keys {
+            let Some(p) = st.state_event(kind, state_key) else {
                 continue;
             };
             if let Some(ev) = self
@@ -195,7 +216,7 @@ impl RoomService {
                 .get_event(p.event_id.as_str())
                 .await?
             {
-                events.push(crate::events::client_format::to_stripped(&ev.pdu_json));
+                events.push(ev.pdu_json);
             }
         }
         Ok(events)

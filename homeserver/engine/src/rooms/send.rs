@@ -272,7 +272,7 @@ impl RoomService {
 
 /// Records the redaction in the redacted event's `unsigned.redacted_because`,
 /// which clients read to show "message deleted".
-fn with_redacted_because(
+pub(super) fn with_redacted_because(
     redacted: &str,
     redaction_id: &ruma::EventId,
     redaction_json: &str,

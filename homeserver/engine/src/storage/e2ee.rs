@@ -166,6 +166,16 @@ pub trait DeviceListStore: Send + Sync {
     /// The highest stream position the E2EE tables ever used (to-device
     /// messages included, even once delivered and deleted).
     async fn max_stream_pos(&self) -> Result<StreamPos>;
+    /// Records that `user_id`'s device list changed at `pos`: how another
+    /// server's `m.device_list_update` reaches our users' `/sync`.
+    async fn record_device_list_change(&self, user_id: &str, pos: StreamPos) -> Result<()>;
+    /// `user_id`'s latest device-list change before `before`, if any: the
+    /// `prev_id` of the next `m.device_list_update` we send.
+    async fn latest_device_list_change(
+        &self,
+        user_id: &str,
+        before: StreamPos,
+    ) -> Result<Option<StreamPos>>;
 }
 
 /// A message for one device's inbox.

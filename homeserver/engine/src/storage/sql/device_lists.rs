@@ -103,4 +103,32 @@ impl DeviceListStore for SqlStore {
                 .try_get("m")?;
         Ok(changes.max(watermarks))
     }
+
+    async fn record_device_list_change(&self, user_id: &str, pos: StreamPos) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)
+             ON CONFLICT (user_id, stream_pos) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(pos)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn latest_device_list_change(
+        &self,
+        user_id: &str,
+        before: StreamPos,
+    ) -> Result<Option<StreamPos>> {
+        let row = sqlx::query(
+            "SELECT MAX(stream_pos) AS m FROM device_list_changes
+             WHERE user_id = $1 AND stream_pos < $2",
+        )
+        .bind(user_id)
+        .bind(before)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("m")?)
+    }
 }
