@@ -82,8 +82,13 @@ impl StreamTracker {
     /// request (by anyone) is in its answer.
     pub async fn wait_visible(&self, pos: StreamPos, max: Duration) -> StreamPos {
         let mut rx = self.visible.subscribe();
-        let reached = tokio::time::timeout(max, rx.wait_for(|v| *v >= pos)).await;
-        if reached.is_err() {
+        // `wait_for` answers with a guard on the channel's value: it must be
+        // gone before `current()` locks the tracker, which `complete` holds
+        // while it publishes (a lock-order inversion otherwise).
+        let reached = tokio::time::timeout(max, rx.wait_for(|v| *v >= pos))
+            .await
+            .is_ok();
+        if !reached {
             tracing::debug!(pos, "read went ahead before earlier writes became visible");
         }
         self.current()
@@ -122,8 +127,18 @@ impl StreamTracker {
                 _ => break,
             }
         }
-        if inner.current != before {
-            self.visible.send_replace(inner.current);
+        let moved = (inner.current != before).then_some(inner.current);
+        drop(inner);
+        // Published outside the tracker's lock: readers of the channel never
+        // wait on the tracker while holding it, nor we on them.
+        if let Some(current) = moved {
+            self.visible.send_if_modified(|v| {
+                let newer = current > *v;
+                if newer {
+                    *v = current;
+                }
+                newer
+            });
         }
         due
     }
