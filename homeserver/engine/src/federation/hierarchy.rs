@@ -117,18 +117,6 @@ impl RoomFederation {
         Ok(out)
     }
 
-    /// Whether this server is in the room (so its answer is final).
-    async fn holds(&self, room: &RoomId) -> Result<bool> {
-        Ok(match self.rooms.get(room).await? {
-            Some(r) => r
-                .read()
-                .await
-                .servers
-                .contains_key(self.core.server_name.as_str()),
-            None => false,
-        })
-    }
-
     /// A room held elsewhere: from an earlier answer, or asked of `via`.
     async fn remote_entry(
         &self,

@@ -39,16 +39,9 @@ impl RoomFederation {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<OwnedRoomId> {
-        if let Some(room) = self.rooms.get(room_id).await? {
-            let resident = room
-                .read()
-                .await
-                .servers
-                .contains_key(self.core.server_name.as_str());
-            if resident {
-                self.rooms.knock(room_id, user, reason).await?;
-                return Ok(room_id.to_owned());
-            }
+        if self.holds(room_id).await? {
+            self.rooms.knock(room_id, user, reason).await?;
+            return Ok(room_id.to_owned());
         }
         let mut servers: Vec<OwnedServerName> = via.to_vec();
         if let Some(server) = room_id.server_name() {

@@ -293,15 +293,8 @@ impl RoomFederation {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<OwnedRoomId> {
-        if let Some(room) = self.rooms.get(room_id).await? {
-            let resident = room
-                .read()
-                .await
-                .servers
-                .contains_key(self.core.server_name.as_str());
-            if resident {
-                return self.rooms.join(room_id, user, reason).await;
-            }
+        if self.holds(room_id).await? {
+            return self.rooms.join(room_id, user, reason).await;
         }
         let mut servers: Vec<OwnedServerName> = Vec::new();
         if let Some(server) = self.inviting_server(room_id, user).await? {
@@ -920,6 +913,19 @@ impl RoomFederation {
             .complete(pos, vec![WakeTarget::User(user.to_string())]);
         result?;
         Ok(true)
+    }
+
+    /// Whether this server is in the room (has a joined member), so it acts
+    /// on the room itself rather than through another server.
+    pub(super) async fn holds(&self, room: &RoomId) -> Result<bool> {
+        Ok(match self.rooms.get(room).await? {
+            Some(r) => r
+                .read()
+                .await
+                .servers
+                .contains_key(self.core.server_name.as_str()),
+            None => false,
+        })
     }
 
     /// The room, if this server is in it (has a joined member).
