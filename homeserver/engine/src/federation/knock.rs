@@ -47,19 +47,12 @@ impl RoomFederation {
         if let Some(server) = room_id.server_name() {
             servers.push(server.to_owned());
         }
-        servers.retain(|s| !self.core.is_local(s));
         servers.dedup();
-        let mut last = Error::not_found("No known servers to knock on this room through.");
-        for server in &servers {
-            match self.knock_via(server, room_id, user, reason.clone()).await {
-                Ok(()) => return Ok(room_id.to_owned()),
-                Err(e) => {
-                    tracing::info!(%server, %room_id, error = %e, "remote knock failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        self.through_servers(&servers, "knock on", |server| {
+            Box::pin(self.knock_via(server, room_id, user, reason.clone()))
+        })
+        .await?;
+        Ok(room_id.to_owned())
     }
 
     async fn knock_via(

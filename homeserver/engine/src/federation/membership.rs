@@ -413,15 +413,28 @@ impl RoomFederation {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<OwnedRoomId> {
-        let mut last = Error::not_found("No known servers to join this room through.");
-        for server in via {
-            if self.core.is_local(server) {
-                continue;
-            }
-            match self.join_via(server, room_id, user, reason.clone()).await {
-                Ok(()) => return Ok(room_id.to_owned()),
+        self.through_servers(via, "join", |server| {
+            Box::pin(self.join_via(server, room_id, user, reason.clone()))
+        })
+        .await?;
+        Ok(room_id.to_owned())
+    }
+
+    /// Tries `attempt` through each server of `servers` other than this one,
+    /// in order: the first success wins, otherwise the last failure is the
+    /// answer (`M_NOT_FOUND` when there was nobody to ask).
+    pub(super) async fn through_servers<'a>(
+        &self,
+        servers: &'a [OwnedServerName],
+        what: &str,
+        mut attempt: impl FnMut(&'a ServerName) -> futures::future::BoxFuture<'a, Result<()>>,
+    ) -> Result<()> {
+        let mut last = Error::not_found(format!("No known servers to {what} this room through."));
+        for server in servers.iter().filter(|s| !self.core.is_local(s)) {
+            match attempt(server).await {
+                Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::info!(%server, %room_id, error = %e, "remote join failed");
+                    tracing::info!(%server, error = %e, "remote {what} failed");
                     last = e;
                 }
             }
