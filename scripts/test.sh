@@ -727,15 +727,23 @@ step_postgres() {
 }
 
 # The CQL event log's conformance tests (homeserver/engine/tests/cql_timeline.rs)
-# on the Cassandra node; the Redis Cluster must answer with all slots covered.
-# The `cql` feature is off in the clippy step, so its code is linted here.
+# on the Cassandra node, then the storage conformance suite with the timeline's
+# message bodies in the log (its `cql_*` variants; `cql_postgres` too when the
+# postgres step's server is up); the Redis Cluster must answer with all slots
+# covered. The `cql` feature is off in the clippy step, so its code is linted here.
 step_scaleout() {
     [ -n "${HS_TEST_CQL_URL:-}" ] || { echo "no CQL node available" >&2; return 1; }
     [ -n "${HS_TEST_REDIS_CLUSTER:-}" ] || { echo "no Redis Cluster available" >&2; return 1; }
     echo "HS_TEST_CQL_URL=$HS_TEST_CQL_URL HS_TEST_REDIS_CLUSTER=$HS_TEST_REDIS_CLUSTER"
     redis-cli --cluster check "${HS_TEST_REDIS_CLUSTER%%,*}"
     cargo clippy -p hs-engine --features cql --all-targets -- -D warnings
+    cargo clippy -p homeserver --features cql --bins -- -D warnings
     cargo test -p hs-engine --features cql --test cql_timeline --no-fail-fast
+    cargo test -p hs-engine --features cql --test storage_conformance --no-fail-fast
+    # Several instances on one PostgreSQL database and the Redis Cluster
+    # (homeserver/tests/scaleout.rs); a missing server fails them here.
+    [ -n "${HS_TEST_POSTGRES_URL:-}" ] || { echo "no PostgreSQL available" >&2; return 1; }
+    HS_TEST_SCALEOUT=1 cargo test -p homeserver --test scaleout --no-fail-fast
 }
 
 step_clients() {
@@ -788,7 +796,8 @@ step_complement() {
 ensure_rust
 
 PG_SETUP_FAILED=0
-if wants postgres && [ -z "${HS_TEST_POSTGRES_URL:-}" ]; then
+# The scaleout step's multi-instance tests share one PostgreSQL database.
+if { wants postgres || wants scaleout; } && [ -z "${HS_TEST_POSTGRES_URL:-}" ]; then
     if ! { ensure_postgres && start_postgres; }; then
         PG_SETUP_FAILED=1
     fi

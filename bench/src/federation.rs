@@ -52,6 +52,7 @@ fn server(base: &str, secret: &Option<String>) -> ServerArgs {
     ServerArgs {
         base_url: base.to_owned(),
         registration_shared_secret: secret.clone(),
+        instances: Vec::new(),
     }
 }
 

@@ -59,6 +59,13 @@ pub async fn run(args: Args) -> Result<()> {
         }))
         .await?;
     bob.join(&room_id).await?;
+    // With several instances, Bob receives through the last one: every
+    // message crosses instances.
+    let instances = args.server.instance_urls()?;
+    let bob = match instances.last() {
+        Some(url) if instances.len() > 1 => bob.on(url),
+        _ => bob,
+    };
 
     // Catch Bob up first, so his long-poll starts after the join and only
     // new messages wake it.

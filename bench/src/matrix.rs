@@ -107,6 +107,14 @@ impl Session {
         &self.base
     }
 
+    /// The same session through another instance of the same deployment.
+    pub fn on(&self, base: &Url) -> Session {
+        Session {
+            base: base.clone(),
+            ..self.clone()
+        }
+    }
+
     /// How many requests of this session were retried after a 429.
     pub fn rate_limited_retries(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)

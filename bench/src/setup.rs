@@ -21,6 +21,21 @@ pub struct ServerArgs {
     /// (`/_synapse/admin/v1/register`) instead of open `/register`.
     #[arg(long, env = "HS_REGISTRATION_SHARED_SECRET", hide_env_values = true)]
     pub registration_shared_secret: Option<String>,
+    /// Another instance of the same deployment (multi-instance mode,
+    /// docs/scale-out.md); repeat for more. Users are spread over
+    /// `--base-url` and these.
+    #[arg(long = "instance")]
+    pub instances: Vec<String>,
+}
+
+impl ServerArgs {
+    /// `--base-url` first, then each `--instance`.
+    pub fn instance_urls(&self) -> Result<Vec<reqwest::Url>> {
+        std::iter::once(&self.base_url)
+            .chain(&self.instances)
+            .map(|u| reqwest::Url::parse(u).with_context(|| format!("instance URL {u:?}")))
+            .collect()
+    }
 }
 
 /// Password of every benchmark account; they are throwaway.

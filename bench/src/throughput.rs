@@ -67,6 +67,13 @@ pub async fn run(args: Args) -> Result<()> {
     }))
     .await
     .context("registering senders")?;
+    // Senders spread over the instances (one instance unless --instance is given).
+    let instances = args.server.instance_urls()?;
+    let senders: Vec<_> = senders
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.on(&instances[i % instances.len()]))
+        .collect();
     let rooms = create_rooms(&senders, args.rooms, &run).await?;
 
     println!(

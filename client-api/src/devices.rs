@@ -101,11 +101,11 @@ pub async fn require_password_uia(
     let flows = vec![vec!["m.login.password"]];
     let uia = &state.accounts.uia;
     let Some(auth) = auth else {
-        return Err(uia.challenge(&flows, None, None).into());
+        return Err(uia.challenge(&flows, None, None).await.into());
     };
     let session = auth["session"].as_str().map(str::to_owned);
     if auth["type"].as_str() != Some("m.login.password") {
-        return Err(uia.challenge(&flows, session.as_deref(), None).into());
+        return Err(uia.challenge(&flows, session.as_deref(), None).await.into());
     }
     let identified = auth["identifier"]["user"]
         .as_str()
@@ -128,10 +128,11 @@ pub async fn require_password_uia(
                 session.as_deref(),
                 Some(Error::forbidden("Invalid password.")),
             )
+            .await
             .into());
     }
     if let Some(s) = session {
-        uia.finish(&s);
+        uia.finish(&s).await;
     }
     Ok(())
 }

@@ -143,7 +143,7 @@ async fn get_presence(
     {
         return Err(Error::not_found("Unknown user.").into());
     }
-    Ok(Json(state.presence.get(&user_id)))
+    Ok(Json(state.presence.get(&user_id).await))
 }
 
 #[derive(Deserialize)]

@@ -81,7 +81,10 @@ async fn redact_route(
 ) -> ApiResult<RumaResponse<redact_event::v3::Response>> {
     let user = req.user()?.clone();
     let b = req.body;
-    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    state
+        .ratelimit
+        .check(Action::Send, user.user_id.as_str())
+        .await?;
     let mut content = json!({});
     if let Some(reason) = &b.reason {
         content["reason"] = json!(reason);
@@ -183,7 +186,10 @@ pub(crate) async fn send_state(
     if !content.is_object() {
         return Err(Error::bad_json("State event content must be an object.").into());
     }
-    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    state
+        .ratelimit
+        .check(Action::Send, user.user_id.as_str())
+        .await?;
     if event_type == "m.room.canonical_alias" {
         let alt = content["alt_aliases"]
             .as_array()
@@ -250,7 +256,10 @@ pub(crate) async fn send_message(
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be an object.").into());
     }
-    state.ratelimit.check(Action::Send, user.user_id.as_str())?;
+    state
+        .ratelimit
+        .check(Action::Send, user.user_id.as_str())
+        .await?;
     if state.admin.is_shadow_banned(user.user_id.as_str()) {
         return Ok(shadow_event_id());
     }

@@ -78,7 +78,8 @@ async fn register_route(
     let session = complete_uia(&state, &flows, auth.as_ref()).await?;
     state
         .ratelimit
-        .check(Action::Register, &peer.ip().to_string())?;
+        .check(Action::Register, &peer.ip().to_string())
+        .await?;
     if state.core.config.registration.require_token {
         let token = auth
             .as_ref()
@@ -103,10 +104,11 @@ async fn register_route(
                         "Invalid registration token.",
                     )),
                 )
+                .await
                 .into());
         }
     }
-    state.accounts.uia.finish(&session);
+    state.accounts.uia.finish(&session).await;
     let (user_id, session) = state
         .accounts
         .register(RegisterParams {
@@ -137,12 +139,12 @@ async fn complete_uia(
     auth: Option<&Value>,
 ) -> ApiResult<String> {
     let Some(auth) = auth else {
-        return Err(state.accounts.uia.challenge(flows, None, None).into());
+        return Err(state.accounts.uia.challenge(flows, None, None).await.into());
     };
     let session = auth["session"].as_str().map(str::to_owned);
     let Some(session_id) = session.clone() else {
         // A stage without a session starts one (allowed for a single-stage flow).
-        let challenge = state.accounts.uia.challenge(flows, None, None);
+        let challenge = state.accounts.uia.challenge(flows, None, None).await;
         let id = challenge
             .extra
             .as_ref()
@@ -151,7 +153,7 @@ async fn complete_uia(
             .to_owned();
         return finish_stage(state, flows, auth, id).await;
     };
-    if !state.accounts.uia.exists(&session_id) {
+    if !state.accounts.uia.exists(&session_id).await {
         return Err(state
             .accounts
             .uia
@@ -160,6 +162,7 @@ async fn complete_uia(
                 None,
                 Some(Error::new(401, "M_UNKNOWN", "Unknown UIA session.")),
             )
+            .await
             .into());
     }
     finish_stage(state, flows, auth, session_id).await
@@ -174,7 +177,7 @@ async fn finish_stage(
     let uia = &state.accounts.uia;
     match auth["type"].as_str() {
         Some("m.login.dummy") if flows.iter().any(|f| f.contains(&"m.login.dummy")) => {
-            uia.complete_stage(&session, "m.login.dummy")
+            uia.complete_stage(&session, "m.login.dummy").await
         }
         Some("m.login.registration_token")
             if flows
@@ -199,9 +202,11 @@ async fn finish_stage(
                             "Invalid registration token.",
                         )),
                     )
+                    .await
                     .into());
             }
-            uia.complete_stage(&session, "m.login.registration_token");
+            uia.complete_stage(&session, "m.login.registration_token")
+                .await;
         }
         None => {}
         Some(other) => {
@@ -215,13 +220,14 @@ async fn finish_stage(
                         format!("Unsupported stage {other}"),
                     )),
                 )
+                .await
                 .into());
         }
     }
-    if uia.flow_done(&session, flows) {
+    if uia.flow_done(&session, flows).await {
         Ok(session)
     } else {
-        Err(uia.challenge(flows, Some(&session), None).into())
+        Err(uia.challenge(flows, Some(&session), None).await.into())
     }
 }
 
@@ -262,7 +268,7 @@ async fn shared_secret_nonce(State(state): State<AppState>) -> ApiResult<Json<Va
         .into());
     }
     Ok(Json(
-        json!({"nonce": state.accounts.shared_secret.new_nonce()}),
+        json!({"nonce": state.accounts.shared_secret.new_nonce().await}),
     ))
 }
 
@@ -289,7 +295,7 @@ async fn shared_secret_register(
         )
         .into());
     };
-    if !state.accounts.shared_secret.take_nonce(&body.nonce) {
+    if !state.accounts.shared_secret.take_nonce(&body.nonce).await {
         return Err(Error::new(400, "M_UNKNOWN", "Unrecognised nonce").into());
     }
     if !verify_mac(

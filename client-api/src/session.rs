@@ -64,8 +64,9 @@ async fn login_route(
     };
     state
         .ratelimit
-        .check(Action::Login, &peer.ip().to_string())?;
-    state.ratelimit.check(Action::Login, &user)?;
+        .check(Action::Login, &peer.ip().to_string())
+        .await?;
+    state.ratelimit.check(Action::Login, &user).await?;
     let user_id = state
         .accounts
         .login_password(&user, &password.password)

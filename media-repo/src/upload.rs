@@ -57,7 +57,7 @@ fn too_large(max: u64) -> Error {
 /// Rate limit, declared size and quota: everything that can refuse an upload
 /// before its body is read.
 async fn admit(state: &AppState, user: &str, headers: &HeaderMap) -> Result<(), Error> {
-    state.ratelimit.check(Action::MediaUpload, user)?;
+    state.ratelimit.check(Action::MediaUpload, user).await?;
     let max = state.media.config().max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -212,7 +212,7 @@ pub(crate) async fn create(
     Auth(user): Auth,
 ) -> Result<Json<Value>, ApiError> {
     let user = user.user_id.as_str();
-    state.ratelimit.check(Action::MediaUpload, user)?;
+    state.ratelimit.check(Action::MediaUpload, user).await?;
     let (media_id, expires) = state.media.create_pending(user).await?;
     Ok(Json(json!({
         "content_uri": format!("mxc://{}/{media_id}", state.media.server_name()),

@@ -8,6 +8,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
+pub use cluster::{Cluster, MAX_INSTANCES};
 mod media;
 pub use media::{BlobStoreKind, Media, ThumbnailMethod, ThumbnailSize, S3};
 mod storage;
@@ -35,6 +37,8 @@ pub struct Config {
     pub push: Push,
     pub media: Media,
     pub server_notices: ServerNotices,
+    /// Several instances serving one server name (`[cluster]`).
+    pub cluster: Cluster,
 }
 
 /// Server notices: messages from the server to a user (admin API
@@ -294,6 +298,7 @@ impl Default for Config {
             federation: Federation::default(),
             media: Media::default(),
             server_notices: ServerNotices::default(),
+            cluster: Cluster::default(),
         }
     }
 }
@@ -400,6 +405,7 @@ impl Config {
         }
         self.media.validate()?;
         self.storage.cql.validate()?;
+        self.cluster.validate(&self.database.url)?;
         Ok(())
     }
 }

@@ -37,14 +37,52 @@ pub struct Core {
     /// Users erased by an admin: their old messages are served redacted to
     /// anyone who was not joined when they were sent. Loaded at start-up.
     pub erased: RwLock<HashSet<String>>,
+    /// The other instances of a multi-instance deployment (`cluster/`).
+    pub cluster: Option<Arc<crate::cluster::Link>>,
+    /// Redis commands and the notes channel (multi-instance mode), for the
+    /// services that share ephemeral state (docs/scale-out.md).
+    pub redis: Option<crate::cluster::Redis>,
+    /// Snapshot ids step by this (the instance count limit in multi-instance
+    /// mode, so instances never allocate the same id).
+    pub snapshot_stride: i64,
 }
 
 impl Core {
     /// Marks a stream position finished and publishes the wake-ups that became due.
     pub fn complete(&self, pos: i64, wake: Vec<WakeTarget>) {
-        let due = self.stream.complete(pos, wake);
+        self.complete_in(pos, wake, None);
+    }
+
+    /// [`Self::complete`] for a position that stored an event of `room`: other
+    /// instances refresh their copy of the room before they next use it.
+    pub fn complete_in(&self, pos: i64, wake: Vec<WakeTarget>, room: Option<&str>) {
+        let Some(link) = &self.cluster else {
+            let due = self.stream.complete(pos, wake);
+            self.wake(&due);
+            return;
+        };
+        let remote = (!wake.is_empty()).then(|| (pos, wake.clone()));
+        let advance = self.stream.complete_with_floor(pos, wake);
+        self.wake(&advance.due);
+        link.announce(advance.floor, remote, room.map(str::to_owned));
+    }
+
+    /// [`Self::complete`] for a change every instance learns on its own (a
+    /// note on the notes channel): the wake-ups stay on this instance and the
+    /// others only hear its floor.
+    pub fn complete_local(&self, pos: i64, wake: Vec<WakeTarget>) {
+        let Some(link) = &self.cluster else {
+            return self.complete(pos, wake);
+        };
+        let advance = self.stream.complete_with_floor(pos, wake);
+        self.wake(&advance.due);
+        link.announce(advance.floor, None, None);
+    }
+
+    /// Wakes this instance's waiters for `due`.
+    pub fn wake(&self, due: &[WakeTarget]) {
         if !due.is_empty() {
-            self.bus.publish(&due);
+            self.bus.publish(due);
         }
     }
 
@@ -54,6 +92,6 @@ impl Core {
 
     pub fn alloc_snapshot(&self) -> i64 {
         self.next_snapshot
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .fetch_add(self.snapshot_stride, std::sync::atomic::Ordering::Relaxed)
     }
 }

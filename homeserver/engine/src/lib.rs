@@ -7,6 +7,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod error;

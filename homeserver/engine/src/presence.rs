@@ -3,9 +3,12 @@
 //! A user is online while they have a live connection (a long-poll or a
 //! stream) and act; after `idle_after_ms` without activity they become
 //! unavailable; when their last connection has been gone for
-//! `offline_grace_ms` they go offline. State lives in memory (Redis when a
-//! region runs several instances). Every change takes a stream position and
-//! wakes the users who share a room with them.
+//! `offline_grace_ms` they go offline. State lives in memory; with several
+//! instances it is also kept in Redis and broadcast, and connections are
+//! counted across instances (`shared.rs`). Every change takes a stream
+//! position and wakes the users who share a room with them.
+
+mod shared;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -38,6 +41,34 @@ struct UserPresence {
     status_msg: Option<String>,
     last_active_ms: i64,
     pos: StreamPos,
+    /// The Redis version of this value (multi-instance mode).
+    version: i64,
+    /// Whether this instance made the last change (it then sweeps the user
+    /// idle; other instances leave that to it).
+    local_writer: bool,
+}
+
+impl UserPresence {
+    fn new(now: i64) -> Self {
+        Self {
+            state: OFFLINE,
+            status_msg: None,
+            last_active_ms: now,
+            pos: 0,
+            version: 0,
+            local_writer: false,
+        }
+    }
+}
+
+/// How a change reaches Redis (multi-instance mode).
+enum Write {
+    /// Stored and broadcast if it changed anything.
+    Share,
+    /// Stored and broadcast even if it looks unchanged here.
+    Force,
+    /// Already stored with this version: only broadcast.
+    Written(i64),
 }
 
 #[derive(Default)]
@@ -45,6 +76,8 @@ struct Inner {
     users: HashMap<String, UserPresence>,
     /// Open connections per user.
     connections: HashMap<String, usize>,
+    /// Users whose Redis connection set names this instance.
+    registered: HashSet<String>,
     /// `(pos, user)` of recent changes, oldest first.
     log: VecDeque<(StreamPos, String)>,
 }
@@ -105,9 +138,23 @@ impl PresenceService {
     }
 
     /// `GET /presence/{userId}/status`.
-    pub fn get(&self, user_id: &str) -> Value {
+    pub async fn get(&self, user_id: &str) -> Value {
+        if !self.enabled() {
+            return json!({"presence": OFFLINE});
+        }
+        let known = self.inner.lock().users.contains_key(user_id);
+        if !known {
+            // Unchanged since this instance started: Redis may know.
+            if let Some(p) = self.fetch(user_id).await {
+                self.inner
+                    .lock()
+                    .users
+                    .entry(user_id.to_owned())
+                    .or_insert(p);
+            }
+        }
         let inner = self.inner.lock();
-        match inner.users.get(user_id).filter(|_| self.enabled()) {
+        match inner.users.get(user_id) {
             Some(p) => {
                 let mut out = json!({
                     "presence": p.state,
@@ -134,21 +181,36 @@ impl PresenceService {
     pub async fn connection_opened(&self, user_id: &str, set_presence: Option<&str>) {
         // Connections are counted even with presence off: push delivery asks
         // whether a user has one open (`is_connected`).
-        *self
-            .inner
-            .lock()
-            .connections
-            .entry(user_id.to_owned())
-            .or_default() += 1;
+        let register = {
+            let mut inner = self.inner.lock();
+            *inner.connections.entry(user_id.to_owned()).or_default() += 1;
+            self.enabled()
+                && self.core.redis.is_some()
+                && inner.registered.insert(user_id.to_owned())
+        };
         if !self.enabled() {
             return;
+        }
+        let registered = register && self.register(user_id).await;
+        if register && !registered {
+            // Try again with the next connection.
+            self.inner.lock().registered.remove(user_id);
         }
         let state = match set_presence.map(parse_state) {
             Some(Ok(OFFLINE)) => return,
             Some(Ok(s)) => s,
             _ => ONLINE,
         };
-        self.update(user_id, Some(state), None, true).await;
+        // This instance's first connection of the user writes their state
+        // even if it looks unchanged here: another instance may be taking
+        // them offline at this very moment, and this write, made after the
+        // connection was recorded, comes after that one.
+        let write = if registered {
+            Write::Force
+        } else {
+            Write::Share
+        };
+        self.change(user_id, Some(state), None, true, write).await;
     }
 
     /// A connection closed; the user goes offline after the grace period if it
@@ -172,9 +234,23 @@ impl PresenceService {
         let grace = Duration::from_millis(self.core.config.presence.offline_grace_ms);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            let still_gone = !this.inner.lock().connections.contains_key(&user);
-            if still_gone {
-                this.update(&user, Some(OFFLINE), None, false).await;
+            {
+                let mut inner = this.inner.lock();
+                if inner.connections.contains_key(&user) {
+                    return;
+                }
+                inner.registered.remove(&user);
+            }
+            // Offline only if no other live instance holds a connection
+            // either; Redis checks and writes in one step. When that cannot
+            // be known (single instance, Redis down), this instance decides.
+            match this.leave_and_go_offline(&user).await {
+                Some(None) => {}
+                Some(Some(version)) => {
+                    this.change(&user, Some(OFFLINE), None, false, Write::Written(version))
+                        .await
+                }
+                None => this.update(&user, Some(OFFLINE), None, false).await,
             }
         });
     }
@@ -193,18 +269,26 @@ impl PresenceService {
         status_msg: Option<Option<String>>,
         active: bool,
     ) {
+        self.change(user_id, state, status_msg, active, Write::Share)
+            .await
+    }
+
+    /// [`Self::update`], with how Redis learns of it.
+    async fn change(
+        &self,
+        user_id: &str,
+        state: Option<&'static str>,
+        status_msg: Option<Option<String>>,
+        active: bool,
+        write: Write,
+    ) {
         let now = now_ms();
-        {
+        let snapshot = {
             let mut inner = self.inner.lock();
             let entry = inner
                 .users
                 .entry(user_id.to_owned())
-                .or_insert(UserPresence {
-                    state: OFFLINE,
-                    status_msg: None,
-                    last_active_ms: now,
-                    pos: 0,
-                });
+                .or_insert_with(|| UserPresence::new(now));
             let mut changed = false;
             if let Some(s) = state {
                 changed |= entry.state != s;
@@ -219,28 +303,25 @@ impl PresenceService {
                 changed |= now - entry.last_active_ms > 60_000;
                 entry.last_active_ms = now;
             }
-            if !changed {
+            if !changed && !matches!(write, Write::Force) {
                 return;
             }
-        }
+            entry.local_writer = true;
+            entry.clone()
+        };
         // Work out whom to wake before taking a stream position: a position
         // held open across awaits would hold back every later one.
         let (wake, servers) = self.audience(user_id).await;
-        let pos = {
-            let mut inner = self.inner.lock();
-            let pos = self.core.stream.allocate();
-            if let Some(entry) = inner.users.get_mut(user_id) {
-                entry.pos = pos;
+        let version = match write {
+            Write::Share | Write::Force => self.share(user_id, &snapshot, &wake).await,
+            Write::Written(v) => {
+                self.send_note(user_id, v, &snapshot, &wake).await;
+                Some(v)
             }
-            inner.log.push_back((pos, user_id.to_owned()));
-            if inner.log.len() > CHANGE_LOG {
-                inner.log.pop_front();
-            }
-            pos
         };
-        self.core.complete(pos, wake);
+        self.record(user_id, version, wake);
         if !servers.is_empty() && self.is_local(user_id) {
-            let update = self.get(user_id);
+            let update = self.get(user_id).await;
             let mut push = serde_json::json!({
                 "user_id": user_id,
                 "presence": update["presence"],
@@ -265,6 +346,59 @@ impl PresenceService {
                 tracing::warn!(error = %e, "cannot queue a presence update for federation");
             }
         }
+    }
+
+    /// Gives a change a stream position and wakes this instance's readers
+    /// (every instance wakes its own when it applies a change).
+    fn record(&self, user_id: &str, version: Option<i64>, wake: Vec<WakeTarget>) {
+        let pos = {
+            let mut inner = self.inner.lock();
+            let pos = self.core.stream.allocate();
+            if let Some(entry) = inner.users.get_mut(user_id) {
+                entry.pos = pos;
+                if let Some(v) = version {
+                    entry.version = entry.version.max(v);
+                }
+            }
+            inner.log.push_back((pos, user_id.to_owned()));
+            if inner.log.len() > CHANGE_LOG {
+                inner.log.pop_front();
+            }
+            pos
+        };
+        self.core.complete_local(pos, wake);
+    }
+
+    /// Another instance's change, from its note: applied unless a newer
+    /// version is already here.
+    fn apply_note(
+        &self,
+        user_id: &str,
+        version: i64,
+        state: &str,
+        status_msg: Option<String>,
+        last_active_ms: i64,
+        wake: Vec<WakeTarget>,
+    ) {
+        let Ok(state) = parse_state(state) else {
+            return;
+        };
+        {
+            let mut inner = self.inner.lock();
+            let entry = inner
+                .users
+                .entry(user_id.to_owned())
+                .or_insert_with(|| UserPresence::new(last_active_ms));
+            if version <= entry.version {
+                return;
+            }
+            entry.version = version;
+            entry.state = state;
+            entry.status_msg = status_msg;
+            entry.last_active_ms = last_active_ms;
+            entry.local_writer = false;
+        }
+        self.record(user_id, None, wake);
     }
 
     fn is_local(&self, user_id: &str) -> bool {
@@ -380,28 +514,69 @@ impl PresenceService {
             .collect()
     }
 
-    /// Marks online users idle after `idle_after_ms`; runs until the process exits.
+    /// Marks online users idle after `idle_after_ms`, cleans up after dead
+    /// instances, and follows the other instances' changes; runs until the
+    /// process exits. With several instances, each sweeps the users it holds
+    /// connections of or last changed.
     pub fn spawn_idle_sweeper(&self) {
         if !self.enabled() {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
+            this.announce_boot().await;
             let idle = this.core.config.presence.idle_after_ms as i64;
+            let shared = this.core.redis.is_some();
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             loop {
                 tick.tick().await;
                 let now = now_ms();
-                let idle_users: Vec<String> = this
-                    .inner
-                    .lock()
-                    .users
-                    .iter()
-                    .filter(|(_, p)| p.state == ONLINE && now - p.last_active_ms > idle)
-                    .map(|(u, _)| u.clone())
-                    .collect();
+                let idle_users: Vec<String> = {
+                    let inner = this.inner.lock();
+                    inner
+                        .users
+                        .iter()
+                        .filter(|(_, p)| p.state == ONLINE && now - p.last_active_ms > idle)
+                        .filter(|(u, p)| {
+                            !shared || p.local_writer || inner.connections.contains_key(*u)
+                        })
+                        .map(|(u, _)| u.clone())
+                        .collect()
+                };
                 for user in idle_users {
                     this.update(&user, Some(UNAVAILABLE), None, false).await;
+                }
+                this.sweep_dead_instances().await;
+            }
+        });
+        let Some(redis) = &self.core.redis else {
+            return;
+        };
+        let mut notes = redis.notes.listen();
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match notes.recv().await {
+                    Ok(crate::cluster::Note::Presence {
+                        user,
+                        v,
+                        state,
+                        status_msg,
+                        last_active,
+                        wake,
+                    }) => this.apply_note(
+                        &user,
+                        v,
+                        &state,
+                        status_msg,
+                        last_active,
+                        crate::cluster::decode_targets(&wake),
+                    ),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "presence fell behind the notes channel");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });

@@ -1,16 +1,37 @@
 //! Token-bucket rate limits per action and key (user id or client IP).
 //!
-//! In-process for a single instance; the Redis-backed variant for a region
-//! shares counters across instances (scale-out issue).
+//! In-process for a single instance. With several instances behind a load
+//! balancer, a client spreading requests over them would get one bucket per
+//! instance, so the buckets live in Redis instead (`rl:{<action>:<key>}`, one
+//! key per bucket holding its "theoretical arrival time", GCRA — the same
+//! limits as the token bucket, in one atomic script). When Redis does not
+//! answer, each instance limits on its own again until it returns.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::{
+    cluster::Commands,
     config::{Bucket, RateLimits},
     error::{Error, Result},
+    util::now_ms,
 };
+
+/// GCRA over one key. ARGV: now (ms), ms per token, burst × ms per token.
+/// Answers 0 (allowed, token taken) or the ms to wait.
+const GCRA: &str = r#"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next_tat = tat + interval
+local wait = next_tat - tolerance - now
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now) + 1000)
+return 0
+"#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -48,6 +69,8 @@ pub struct RateLimiter {
     config: RateLimits,
     buckets: Mutex<HashMap<(Action, String), (f64, Instant)>>,
     overrides: Arc<RateLimitOverrides>,
+    /// Shared buckets (multi-instance mode).
+    redis: Option<Arc<Commands>>,
 }
 
 impl RateLimiter {
@@ -56,7 +79,14 @@ impl RateLimiter {
             config,
             buckets: Mutex::new(HashMap::new()),
             overrides: Default::default(),
+            redis: None,
         }
+    }
+
+    /// Keeps the buckets in Redis (multi-instance mode).
+    pub fn shared(mut self, redis: Option<Arc<Commands>>) -> Self {
+        self.redis = redis;
+        self
     }
 
     /// The override table the admin service edits.
@@ -76,15 +106,48 @@ impl RateLimiter {
     }
 
     /// Takes one token for `key`, or answers `M_LIMIT_EXCEEDED` with the wait.
-    pub fn check(&self, action: Action, key: &str) -> Result<()> {
+    pub async fn check(&self, action: Action, key: &str) -> Result<()> {
         if !self.config.enabled {
             return Ok(());
         }
-        let Bucket { per_second, burst } = self.bucket(action, key);
-        if per_second <= 0.0 && burst <= 0.0 {
+        let bucket = self.bucket(action, key);
+        if bucket.per_second <= 0.0 && bucket.burst <= 0.0 {
             // An admin override of 0/0: this user is not limited.
             return Ok(());
         }
+        if let Some(wait) = self.check_shared(action, key, bucket).await {
+            return match wait {
+                0 => Ok(()),
+                ms => Err(Error::limit_exceeded(ms)),
+            };
+        }
+        self.check_local(action, key, bucket)
+    }
+
+    /// The bucket in Redis: `Some(0)` allowed, `Some(ms)` to wait, `None`
+    /// when there is no Redis or it failed (the local bucket decides).
+    async fn check_shared(&self, action: Action, key: &str, bucket: Bucket) -> Option<u64> {
+        let redis = self.redis.as_ref()?;
+        let interval = 1000.0 / bucket.per_second.max(1e-6);
+        let tolerance = interval * bucket.burst;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(GCRA)
+            .arg(1)
+            .arg(redis.key("rl", &format!("{action:?}:{key}")))
+            .arg(now_ms())
+            .arg(interval)
+            .arg(tolerance);
+        match redis.query::<i64>(&cmd).await {
+            Ok(wait) => Some(wait.max(0) as u64),
+            Err(e) => {
+                tracing::debug!(error = %e, "rate limit checked on this instance only");
+                None
+            }
+        }
+    }
+
+    fn check_local(&self, action: Action, key: &str, bucket: Bucket) -> Result<()> {
+        let Bucket { per_second, burst } = bucket;
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
@@ -113,8 +176,8 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn burst_then_limited() {
+    #[tokio::test]
+    async fn burst_then_limited() {
         let cfg = RateLimits {
             enabled: true,
             login: Bucket {
@@ -135,12 +198,12 @@ mod tests {
             },
         };
         let rl = RateLimiter::new(cfg);
-        assert!(rl.check(Action::Send, "a").is_ok());
-        assert!(rl.check(Action::Send, "a").is_ok());
-        let err = rl.check(Action::Send, "a").unwrap_err();
+        assert!(rl.check(Action::Send, "a").await.is_ok());
+        assert!(rl.check(Action::Send, "a").await.is_ok());
+        let err = rl.check(Action::Send, "a").await.unwrap_err();
         assert_eq!(err.errcode, "M_LIMIT_EXCEEDED");
         assert!(err.retry_after_ms.unwrap() > 0);
-        assert!(rl.check(Action::Send, "b").is_ok());
+        assert!(rl.check(Action::Send, "b").await.is_ok());
 
         // An override of 0/0 lifts the limit; removing it restores the default.
         rl.overrides().set(
@@ -151,9 +214,9 @@ mod tests {
             }),
         );
         for _ in 0..10 {
-            assert!(rl.check(Action::Send, "a").is_ok());
+            assert!(rl.check(Action::Send, "a").await.is_ok());
         }
         rl.overrides().set("a", None);
-        assert!(rl.check(Action::Send, "a").is_err());
+        assert!(rl.check(Action::Send, "a").await.is_err());
     }
 }

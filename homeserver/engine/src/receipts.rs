@@ -33,6 +33,8 @@ pub struct ReceiptService {
     rooms: RoomService,
     /// Last receipt position per room and per delivery-receipt recipient
     /// (event sender), so a sync skips rooms without news without a query.
+    /// Single instance only: with several, receipts written elsewhere never
+    /// reach these maps, so every sync asks the store.
     room_pos: Arc<Mutex<HashMap<String, StreamPos>>>,
     sender_pos: Arc<Mutex<HashMap<String, StreamPos>>>,
     /// Receipts persisted before start-up are at or below this position.
@@ -235,6 +237,11 @@ impl ReceiptService {
     /// Whether the room may have read receipts newer than `since`.
     fn room_changed(&self, room_id: &str, since: Option<StreamPos>) -> bool {
         let Some(since) = since else { return true };
+        if self.core.cluster.is_some() {
+            // Receipts written on another instance never pass through
+            // `room_pos` here: ask the store.
+            return true;
+        }
         let last = self
             .room_pos
             .lock()
@@ -258,7 +265,9 @@ impl ReceiptService {
             .copied()
             .unwrap_or(self.floor);
         let mut out: HashMap<String, Vec<ReceiptRecord>> = HashMap::new();
-        if since.is_some_and(|s| last <= s) {
+        // Another instance's delivery receipts never pass through
+        // `sender_pos` here: with several instances, ask the store.
+        if self.core.cluster.is_none() && since.is_some_and(|s| last <= s) {
             return Ok(out);
         }
         for r in self

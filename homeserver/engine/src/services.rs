@@ -51,8 +51,12 @@ impl Services {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
         let server_name = ServerName::parse(&config.server_name)?;
         let key = SigningKey::load_or_generate(&config.signing_key_path)?;
-        let storage =
-            Storage::connect(&config.database.url, config.database.max_connections).await?;
+        let storage = Storage::connect_with(
+            &config.database.url,
+            config.database.max_connections,
+            &config.storage.cql,
+        )
+        .await?;
         // Typing and presence take stream positions without persisting anything,
         // so clients may hold tokens above the highest persisted position. Start
         // from the clock (in thousandths of a millisecond) so a restarted server
@@ -67,10 +71,46 @@ impl Services {
         // To-device and device-list positions live in the E2EE tables.
         let max_pos = max_pos.max(storage.device_lists.max_stream_pos().await?);
         let max_snapshot = storage.rooms.max_snapshot_id().await?;
+        // Several instances: positions and snapshot ids interleave by instance id.
+        let cluster = config
+            .cluster
+            .enabled()
+            .then(|| crate::cluster::Link::new(&config.cluster, server_name.as_str()));
+        let (stream, snapshot_stride, first_snapshot) = match &cluster {
+            Some(link) => {
+                let stride = i64::from(crate::cluster::MAX_INSTANCES);
+                let offset = i64::from(link.instance);
+                let start = max_pos.max(crate::cluster::start_position(&storage).await?);
+                let first_snapshot = (max_snapshot / stride + 1) * stride + offset;
+                (
+                    StreamTracker::with_stride(start, stride, offset),
+                    stride,
+                    first_snapshot,
+                )
+            }
+            None => (StreamTracker::new(max_pos), 1, max_snapshot + 1),
+        };
+        // Shared ephemeral state (typing, presence, sessions, limits) in Redis.
+        let redis = match &cluster {
+            Some(link) => Some(
+                crate::cluster::Redis::start(
+                    &config.cluster.redis,
+                    server_name.as_str(),
+                    &link.boot_id,
+                )
+                .await,
+            ),
+            None => None,
+        };
         let notifier = Arc::new(Notifier::default());
         let (push_jobs, push_receiver) = crate::push::job_queue();
-        let outbound =
-            crate::federation::sender::Outbound::new(storage.clone(), &server_name).await?;
+        let outbound = crate::federation::sender::Outbound::new(
+            storage.clone(),
+            &server_name,
+            snapshot_stride,
+            cluster.as_ref().map_or(0, |l| i64::from(l.instance)),
+        )
+        .await?;
         let erased = storage.admin.erased_users().await?.into_iter().collect();
         let core = Arc::new(Core {
             erased: parking_lot::RwLock::new(erased),
@@ -79,13 +119,17 @@ impl Services {
             server_name,
             key,
             storage,
-            stream: StreamTracker::new(max_pos),
+            stream,
+            cluster,
+            redis,
+            snapshot_stride,
             bus: notifier.clone(),
             notifier,
-            next_snapshot: AtomicI64::new(max_snapshot + 1),
+            next_snapshot: AtomicI64::new(first_snapshot),
             config: config.clone(),
         });
         let rooms = RoomService::new(core.clone());
+        crate::cluster::join(core.clone(), rooms.clone()).await?;
         let typing = TypingService::new(core.clone(), rooms.clone());
         typing.spawn_expiry();
         let receipts = ReceiptService::new(core.clone(), rooms.clone()).await?;
@@ -93,7 +137,8 @@ impl Services {
         presence.spawn_idle_sweeper();
         let accounts = AccountService::new(core.clone(), rooms.clone());
         let keys = KeysService::new(core.clone());
-        let ratelimit = RateLimiter::new(config.rate_limits.clone());
+        let ratelimit = RateLimiter::new(config.rate_limits.clone())
+            .shared(core.redis.as_ref().map(|r| r.commands.clone()));
         let admin = AdminService::new(
             core.clone(),
             rooms.clone(),

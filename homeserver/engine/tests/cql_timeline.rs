@@ -10,12 +10,22 @@
 #![cfg(feature = "cql")]
 
 use hs_engine::config::Cql;
-use hs_engine::storage::cql::{bucket_of, CqlEventLog, EventLog, LogEvent, BUCKET_SIZE};
+use hs_engine::storage::cql::{
+    bucket_of, CqlEventLog, EventLog, LogEvent, BUCKET_SIZE, DEFAULT_BUCKET_SHIFT,
+};
 use hs_engine::storage::Direction::{Backward, Forward};
 use serde_json::json;
 
 /// A log on a fresh keyspace, or `None` when no CQL node is configured.
 async fn log(test: &str) -> Option<(CqlEventLog, String)> {
+    let (config, keyspace) = config(test)?;
+    let log = CqlEventLog::connect(&config).await.expect("connect");
+    Some((log, keyspace))
+}
+
+/// The configuration of a fresh keyspace, or `None` when no CQL node is
+/// configured.
+fn config(test: &str) -> Option<(Cql, String)> {
     let Ok(url) = std::env::var("HS_TEST_CQL_URL") else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -31,8 +41,7 @@ async fn log(test: &str) -> Option<(CqlEventLog, String)> {
         replication_factor: 1,
         ..Cql::default()
     };
-    let log = CqlEventLog::connect(&config).await.expect("connect");
-    Some((log, keyspace))
+    Some((config, keyspace))
 }
 
 async fn drop_keyspace(log: &CqlEventLog, keyspace: &str) {
@@ -107,7 +116,7 @@ async fn range_reads_cross_buckets() {
     let step = BUCKET_SIZE / 3;
     let mut all: Vec<i64> = (0..15).map(|i| 1 + i * step).collect();
     all.push(200 * BUCKET_SIZE + 5);
-    assert_eq!(bucket_of(all[14]), 4);
+    assert_eq!(bucket_of(all[14], DEFAULT_BUCKET_SHIFT), 4);
     let events: Vec<LogEvent> = all.iter().map(|&p| ev(ROOM, p)).collect();
     log.append(&events).await.unwrap();
     log.append(&[ev(OTHER, 2), ev(OTHER, step + 2)])
@@ -368,5 +377,102 @@ async fn many_rooms_interleaved() {
         assert_eq!(positions(&back), newest, "room {r}");
         assert_eq!(log.room_max_pos(room).await.unwrap(), want[29].stream_pos);
     }
+    drop_keyspace(&log, &ks).await;
+}
+
+#[tokio::test]
+async fn bucket_shift_is_recorded_in_the_keyspace() {
+    let Some((config, ks)) = config("shift") else {
+        return;
+    };
+    // A keyspace created for clock-derived positions (~2^57) with a wider
+    // bucket keeps its shift: a later connect asking for the default reads
+    // the recorded one, so every stored row is still found.
+    let log = CqlEventLog::connect_with_bucket_shift(&config, 42)
+        .await
+        .expect("connect");
+    assert_eq!(log.bucket_shift(), 42);
+    let base = 1_i64 << 57;
+    let all: Vec<i64> = (0..6).map(|i| base + i * (1 << 41)).collect();
+    assert_eq!(bucket_of(all[0], 42), bucket_of(all[1], 42));
+    assert_ne!(bucket_of(all[1], 42), bucket_of(all[2], 42));
+    let events: Vec<LogEvent> = all.iter().map(|&p| ev(ROOM, p)).collect();
+    log.append(&events).await.unwrap();
+    drop(log);
+
+    let again = CqlEventLog::connect(&config).await.expect("reconnect");
+    assert_eq!(again.bucket_shift(), 42, "the recorded shift wins");
+    let read = again
+        .room_events(ROOM, 0, i64::MAX, Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(read, events);
+    assert_eq!(
+        again.get_event(&events[3].event_id).await.unwrap().as_ref(),
+        Some(&events[3])
+    );
+    drop_keyspace(&again, &ks).await;
+
+    // A new keyspace records the default.
+    let (config, ks) = config_fresh("shift_default");
+    let log = CqlEventLog::connect(&config).await.expect("connect");
+    assert_eq!(log.bucket_shift(), DEFAULT_BUCKET_SHIFT);
+    drop_keyspace(&log, &ks).await;
+}
+
+fn config_fresh(test: &str) -> (Cql, String) {
+    config(test).expect("HS_TEST_CQL_URL is set")
+}
+
+#[tokio::test]
+async fn rows_by_key_and_redaction_at_a_key() {
+    let Some((log, ks)) = log("keys").await else {
+        return;
+    };
+    // Three events of a page over two buckets, one event of another room.
+    let positions = [BUCKET_SIZE - 2, BUCKET_SIZE - 1, BUCKET_SIZE + 3];
+    let events: Vec<LogEvent> = positions.iter().map(|&p| ev(ROOM, p)).collect();
+    log.append(&events).await.unwrap();
+    log.append(&[ev(OTHER, BUCKET_SIZE)]).await.unwrap();
+    // An append whose SQL commit failed: another event at a taken position.
+    // It must add a row of its own, not overwrite the event there.
+    let mut stray = ev(ROOM, positions[1]);
+    stray.event_id = "$stray".to_owned();
+    stray.pdu_json = json!({"event_id": "$stray"}).to_string();
+    log.append(std::slice::from_ref(&stray)).await.unwrap();
+
+    let keys: Vec<(i64, String)> = events
+        .iter()
+        .map(|e| (e.stream_pos, e.event_id.clone()))
+        .collect();
+    let mut got = log.events_at(ROOM, &keys).await.unwrap();
+    got.sort_by_key(|e| e.stream_pos);
+    assert_eq!(got, events, "exactly the rows asked for");
+    let one = log.events_at(ROOM, &keys[1..2]).await.unwrap();
+    assert_eq!(one, vec![events[1].clone()]);
+    let wrong_room = log.events_at(OTHER, &keys).await.unwrap();
+    assert!(wrong_room.is_empty());
+    let unknown = log
+        .events_at(ROOM, &[(positions[0], "$nope".to_owned())])
+        .await
+        .unwrap();
+    assert!(unknown.is_empty());
+
+    let redacted = json!({"event_id": events[1].event_id, "content": {}}).to_string();
+    log.redact_at(ROOM, positions[1], &events[1].event_id, &redacted)
+        .await
+        .unwrap();
+    let after = log.events_at(ROOM, &keys[1..2]).await.unwrap();
+    assert!(after[0].redacted);
+    assert_eq!(after[0].pdu_json, redacted);
+    let stray_row = log
+        .events_at(ROOM, &[(positions[1], "$stray".to_owned())])
+        .await
+        .unwrap();
+    assert_eq!(
+        stray_row,
+        vec![stray],
+        "the other row at the position is untouched"
+    );
     drop_keyspace(&log, &ks).await;
 }

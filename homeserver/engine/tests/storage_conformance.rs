@@ -5,11 +5,20 @@
 //! works, the message that reads back in order, the token that cannot be used
 //! twice. [`conformance!`] runs every test against SQLite and, when
 //! `HS_TEST_POSTGRES_URL` is set, against a fresh PostgreSQL database; adding a
-//! test means writing the function and naming it there.
+//! test means writing the function and naming it there. Tests named under
+//! `conformance!(timeline: ...)` also run with the message bodies in a CQL
+//! event log when built with the `cql` feature and `HS_TEST_CQL_URL` names a
+//! node (`scripts/test.sh scaleout`); `conformance/split_layout.rs` checks where each
+//! part of an event lands in that layout.
 //!
-//! Run: `cargo test -p hs-engine --test storage_conformance`.
+//! Run: `cargo test -p hs-engine --test storage_conformance`, and
+//! `cargo test -p hs-engine --features cql --test storage_conformance` with
+//! `HS_TEST_CQL_URL=host:port`.
 
 mod common;
+#[cfg(feature = "cql")]
+#[path = "conformance/split_layout.rs"]
+mod split_layout;
 
 use common::{pdu, Ev};
 use hs_engine::storage::{
@@ -28,14 +37,18 @@ conformance!(
     filters,
     registration_tokens,
     rooms,
-    state_events_update_current_state_and_memberships,
+    aliases,
+);
+
+// Tests that persist or read events: also run with the CQL event log.
+conformance!(
+    timeline: state_events_update_current_state_and_memberships,
     snapshot_chain_resolves_nearest_entry,
     transaction_ids,
     redaction_rewrites_target,
     room_events_ranges,
     state_key_history_oldest_first,
     current_state_events,
-    aliases,
     forget_room,
     account_data,
     failed_persist_writes_nothing,
@@ -1827,8 +1840,8 @@ conformance!(
     e2ee_to_device_txn_inbox_and_watermark,
     e2ee_backup_versions_and_replacement_rules,
     e2ee_deleting_devices_removes_their_keys_and_inbox,
-    e2ee_device_list_changes_follow_room_sharing,
 );
+conformance!(timeline: e2ee_device_list_changes_follow_room_sharing);
 
 use hs_engine::storage::{
     BackupKeyRecord, BackupWrite, KeyUpload, KeyUploadOutcome, OneTimeKeyRecord, SignatureRecord,
@@ -2229,7 +2242,7 @@ async fn e2ee_device_list_changes_follow_room_sharing(s: &Storage) {
 
 // ----- group commit: concurrent sends share a transaction, not a fate -----
 
-conformance!(concurrent_sends_commit_together_and_fail_alone);
+conformance!(timeline: concurrent_sends_commit_together_and_fail_alone);
 
 /// Sends into many rooms at once are written together (one transaction on
 /// SQLite's single writer); each still lands exactly as if written alone, each
@@ -2300,4 +2313,152 @@ async fn concurrent_sends_commit_together_and_fail_alone(s: &Storage) {
         Some("$first"),
         "the first send keeps its txn id"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Federation: a large room's state taken in at once (a remote join)
+
+conformance!(timeline: join_state_in_bulk);
+
+use hs_engine::storage::federation::{
+    CurrentStateWrite, OutlierWrite, RemoteEventWrite, SnapshotWrite,
+};
+
+/// More rows than one multi-row statement carries, so every write and read
+/// below spans several chunks.
+const BULK: usize = 2_500;
+
+fn outlier(pos: i64, event_id: &str, state_key: &str, rejected: bool) -> OutlierWrite {
+    OutlierWrite {
+        stream_pos: pos,
+        event_id: event_id.to_owned(),
+        room_id: ROOM.to_owned(),
+        event_type: "m.room.member".to_owned(),
+        state_key: Some(state_key.to_owned()),
+        sender: state_key.to_owned(),
+        origin_server_ts: 1_000 + pos,
+        depth: pos,
+        pdu_json: json!({ "event_id": event_id, "pos": pos }).to_string(),
+        rejected,
+    }
+}
+
+fn member(i: usize) -> String {
+    format!("@u{i}:remote.example")
+}
+
+async fn join_state_in_bulk(s: &Storage) {
+    let f = s.federation.as_ref();
+    s.rooms.create_room(&room(ROOM, false)).await.unwrap();
+    // One event held already, which a later batch leaves alone.
+    f.store_outliers(&[outlier(1, "$m0", &member(0), false)])
+        .await
+        .unwrap();
+    let mut batch: Vec<OutlierWrite> = (0..BULK)
+        .map(|i| outlier(10 + i as i64, &format!("$m{i}"), &member(i), i % 7 == 3))
+        .collect();
+    // Listed twice in one batch: the first copy is kept.
+    let mut twice = outlier(10 + BULK as i64, "$m5", &member(5), false);
+    twice.pdu_json = json!({ "second": true }).to_string();
+    batch.push(twice);
+    f.store_outliers(&batch).await.unwrap();
+
+    let mut wanted: Vec<String> = (0..BULK).map(|i| format!("$m{i}")).collect();
+    wanted.push("$nosuch".to_owned());
+    let mut got = f.get_events(&wanted).await.unwrap();
+    got.sort_by_key(|e| e.stream_pos);
+    assert_eq!(
+        got.len(),
+        BULK,
+        "every held event once, unknown ids skipped"
+    );
+    assert_eq!(
+        (got[0].event_id.as_str(), got[0].stream_pos),
+        ("$m0", 1),
+        "an event already held is left alone"
+    );
+    for ev in &got[1..] {
+        let i: usize = ev.event_id[2..].parse().unwrap();
+        assert_eq!(ev.stream_pos, 10 + i as i64);
+        assert_eq!(ev.rejected, i % 7 == 3, "{}", ev.event_id);
+        assert_eq!(ev.room_id, ROOM);
+        assert_eq!(pdu(&ev.pdu_json)["event_id"], ev.event_id.as_str());
+    }
+    assert_eq!(f.event_is_outlier("$m1").await.unwrap(), Some(true));
+    assert!(f.get_events(&[]).await.unwrap().is_empty());
+
+    // Our join on top of that state: the full state as the first snapshot,
+    // as current state and as membership rows.
+    let state: Vec<(String, String, String)> = (0..BULK)
+        .map(|i| triple("m.room.member", &member(i), &format!("$m{i}")))
+        .collect();
+    let mut changed = state.clone();
+    changed.push(triple("m.room.member", ALICE, "$join"));
+    // A key listed twice: the last entry wins, as when written one by one.
+    changed.push(triple("m.room.member", &member(1), "$m1-again"));
+    let mut memberships: Vec<(String, String, String)> = (0..BULK)
+        .map(|i| (member(i), "join".to_owned(), format!("$m{i}")))
+        .collect();
+    memberships.push((ALICE.to_owned(), "invite".to_owned(), "$invite".to_owned()));
+    memberships.push((ALICE.to_owned(), "join".to_owned(), "$join".to_owned()));
+    let join = RemoteEventWrite {
+        stream_pos: 20_000,
+        event_id: "$join".to_owned(),
+        room_id: ROOM.to_owned(),
+        event_type: "m.room.member".to_owned(),
+        state_key: Some(ALICE.to_owned()),
+        sender: ALICE.to_owned(),
+        origin_server_ts: 5_000,
+        depth: 9,
+        pdu_json: json!({ "event_id": "$join" }).to_string(),
+        rejected: false,
+        outlier: false,
+        state_before: 100,
+        snapshots: vec![
+            SnapshotWrite {
+                snapshot_id: 100,
+                room_id: ROOM.to_owned(),
+                parent: None,
+                entries: state.clone(),
+            },
+            SnapshotWrite {
+                snapshot_id: 101,
+                room_id: ROOM.to_owned(),
+                parent: Some(100),
+                entries: vec![triple("m.room.member", ALICE, "$join")],
+            },
+        ],
+        state_after: Some(101),
+        current: Some(CurrentStateWrite {
+            snapshot_id: 101,
+            changed,
+            memberships,
+            forward_extremities: vec!["$join".to_owned()],
+        }),
+        redaction: None,
+    };
+    f.persist_remote_event(&join).await.unwrap();
+
+    assert_eq!(
+        sorted(s.rooms.snapshot_state(100).await.unwrap()),
+        sorted(state.clone())
+    );
+    let mut expected = state;
+    expected[1].2 = "$m1-again".to_owned();
+    expected.push(triple("m.room.member", ALICE, "$join"));
+    assert_eq!(
+        sorted(s.rooms.current_state(ROOM).await.unwrap()),
+        sorted(expected)
+    );
+    assert_eq!(s.rooms.current_snapshot(ROOM).await.unwrap(), 101);
+    assert_eq!(s.rooms.forward_extremities(ROOM).await.unwrap(), ["$join"]);
+    let members = sorted_members(s, ROOM).await;
+    assert_eq!(members.len(), BULK + 1);
+    assert!(members.contains(&(ALICE.to_owned(), "join".to_owned())));
+    assert_eq!(
+        rooms_of(s, ALICE).await,
+        pairs(&[(ROOM, "join")]),
+        "the last membership row of a user wins"
+    );
+    assert_eq!(f.state_after_snapshot("$join").await.unwrap(), Some(101));
 }

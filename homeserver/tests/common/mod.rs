@@ -19,6 +19,7 @@ use engine::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+pub mod cluster;
 pub mod federation;
 pub mod link;
 pub mod sync;
@@ -962,7 +963,7 @@ where
 }
 
 /// A fresh PostgreSQL database for one server.
-struct PgDatabase {
+pub struct PgDatabase {
     admin_url: String,
     name: String,
     url: String,

@@ -64,10 +64,14 @@ pub struct AccountService {
 impl AccountService {
     pub fn new(core: Arc<Core>, rooms: RoomService) -> Self {
         Self {
-            core,
             rooms,
-            uia: Default::default(),
-            shared_secret: Default::default(),
+            uia: Arc::new(UiaSessions::new(
+                core.redis.as_ref().map(|r| r.commands.clone()),
+            )),
+            shared_secret: Arc::new(SharedSecretRegistration::new(
+                core.redis.as_ref().map(|r| r.commands.clone()),
+            )),
+            core,
         }
     }
 

@@ -268,32 +268,81 @@ impl ServerKeys {
         pdu: &CanonicalJsonObject,
         rules: &RoomVersionRules,
     ) -> Result<Verified> {
+        let needs = signature_needs(pdu, rules)?;
+        let map = self
+            .event_key_map(&needs, rules, &mut KeyCache::default())
+            .await?;
+        check_event_signatures(&map, pdu, rules)
+    }
+
+    /// The verify keys an event's signatures need (see [`signature_needs`]),
+    /// for [`check_event_signatures`]. Keys read from the database are kept in
+    /// `cache` for the next event of a batch (the thousands of events of a
+    /// `send_join` response mostly share one signing key); a key missing
+    /// from the cache goes the usual way ([`Self::keys_for`]).
+    pub async fn event_key_map(
+        &self,
+        needs: &SignatureNeeds,
+        rules: &RoomVersionRules,
+        cache: &mut KeyCache,
+    ) -> Result<PublicKeyMap> {
         let forbidden = |m: String| Error::forbidden(m);
-        let servers =
-            ruma::signatures::required_server_signatures_to_verify_event(pdu, &rules.signatures)
-                .map_err(|e| forbidden(format!("Cannot check the event's signatures: {e}")))?;
-        let ts = match pdu.get("origin_server_ts") {
-            Some(CanonicalJsonValue::Integer(ts)) => i64::from(*ts),
-            _ => return Err(forbidden("Event has no origin_server_ts".to_owned())),
-        };
         let mut map = PublicKeyMap::new();
-        for server in servers {
-            let wanted = signing_key_ids(pdu, &server);
+        for (server, wanted) in &needs.servers {
             if wanted.is_empty() {
                 return Err(forbidden(format!("Event is not signed by {server}")));
             }
             let keys = self
-                .keys_for(&server, &wanted, ts, rules.enforce_key_validity, true)
+                .keys_for_cached(server, wanted, needs.ts, rules.enforce_key_validity, cache)
                 .await?;
             if keys.is_empty() {
                 return Err(forbidden(format!(
                     "No key of {server} valid at the event's time is known"
                 )));
             }
-            map.extend(public_key_map(&server, &keys)?);
+            map.extend(public_key_map(server, &keys)?);
         }
-        ruma::signatures::verify_event(&map, pdu, rules)
-            .map_err(|e| forbidden(format!("Invalid event signature: {e}")))
+        Ok(map)
+    }
+
+    /// [`Self::keys_for`] (through notaries too), answered from `cache` when
+    /// the stored keys already there are enough.
+    async fn keys_for_cached(
+        &self,
+        server: &ServerName,
+        wanted: &BTreeSet<String>,
+        ts: i64,
+        enforce_validity: bool,
+        cache: &mut KeyCache,
+    ) -> Result<Vec<VerifyKey>> {
+        if server != self.core.server_name {
+            let stored = match cache.stored.get(server) {
+                Some(keys) => keys,
+                None => {
+                    let records = self
+                        .core
+                        .storage
+                        .server_keys
+                        .server_keys(server.as_str())
+                        .await?;
+                    let keys = records.into_iter().map(VerifyKey::from_record).collect();
+                    cache.stored.entry(server.to_owned()).or_insert(keys)
+                }
+            };
+            let found: Vec<VerifyKey> = stored
+                .iter()
+                .filter(|k| wanted.contains(&k.key_id) && k.valid_at(ts, enforce_validity))
+                .cloned()
+                .collect();
+            if found.len() == wanted.len() {
+                return Ok(found);
+            }
+            // Missing or expired here: the full way (which may fetch), and
+            // the next event reads what it stored.
+            cache.stored.remove(server);
+        }
+        self.keys_for(server, wanted, ts, enforce_validity, true)
+            .await
     }
 
     /// `server`'s keys among `wanted` usable at `ts`, fetching them when some
@@ -364,6 +413,55 @@ impl ServerKeys {
         }
         states.entry(server.to_owned()).or_default().clone()
     }
+}
+
+/// Stored verify keys by server, read once for a batch of events.
+#[derive(Default)]
+pub struct KeyCache {
+    stored: HashMap<OwnedServerName, Vec<VerifyKey>>,
+}
+
+/// Which servers must have signed an event (per the room version), with the
+/// ids of their signatures on it, and the time the keys must be valid at.
+pub struct SignatureNeeds {
+    pub servers: Vec<(OwnedServerName, BTreeSet<String>)>,
+    pub ts: i64,
+}
+
+/// What checking `pdu`'s signatures needs; no I/O, so batches of events
+/// work this out off the async threads.
+pub fn signature_needs(
+    pdu: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<SignatureNeeds> {
+    let forbidden = |m: String| Error::forbidden(m);
+    let servers =
+        ruma::signatures::required_server_signatures_to_verify_event(pdu, &rules.signatures)
+            .map_err(|e| forbidden(format!("Cannot check the event's signatures: {e}")))?;
+    let ts = match pdu.get("origin_server_ts") {
+        Some(CanonicalJsonValue::Integer(ts)) => i64::from(*ts),
+        _ => return Err(forbidden("Event has no origin_server_ts".to_owned())),
+    };
+    let servers = servers
+        .into_iter()
+        .map(|server| {
+            let wanted = signing_key_ids(pdu, &server);
+            (server, wanted)
+        })
+        .collect();
+    Ok(SignatureNeeds { servers, ts })
+}
+
+/// Checks `pdu`'s signatures against `map` (from
+/// [`ServerKeys::event_key_map`]) and its content hash: the CPU-bound half of
+/// [`ServerKeys::verify_event`].
+pub fn check_event_signatures(
+    map: &PublicKeyMap,
+    pdu: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<Verified> {
+    ruma::signatures::verify_event(map, pdu, rules)
+        .map_err(|e| Error::forbidden(format!("Invalid event signature: {e}")))
 }
 
 /// The ids of `server`'s ed25519 signatures on `object`.

@@ -121,7 +121,7 @@ impl RoomFederation {
                 "Expected a {membership} of a user of {origin} by themselves."
             )));
         }
-        let mut st = room.write().await;
+        let mut st = self.rooms.write_lock(&room).await?;
         let state_before = ids_of(&st);
         let outcome = self
             .rooms
@@ -153,22 +153,44 @@ impl RoomFederation {
         if membership != "join" {
             return Ok(json!({}));
         }
+        // The current state is in memory: its events start the auth chain
+        // walk without being read back; the rest is read a generation at a
+        // time, and every event's JSON in one batched read.
         let mut cache = EventCache::default();
-        let mut state = Vec::new();
-        for id in state_before.values() {
-            if let Some(ev) = self.core.storage.timeline.get_event(id.as_str()).await? {
-                state.push(serde_json::from_str::<Value>(&ev.pdu_json)?);
-            }
+        for pdu in st.state.values() {
+            cache.events.insert(pdu.event_id.clone(), pdu.clone());
         }
         let mut chain_ids = self
             .rooms
             .auth_chain(&mut cache, &st, state_before.values().cloned())
             .await?;
         chain_ids.extend(pdu.auth_events.iter().cloned());
+        let wanted: Vec<String> = state_before
+            .values()
+            .chain(chain_ids.iter())
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
+        let mut json_of: HashMap<String, String> = self
+            .core
+            .storage
+            .federation
+            .get_events(&wanted)
+            .await?
+            .into_iter()
+            .map(|ev| (ev.event_id, ev.pdu_json))
+            .collect();
+        let mut state = Vec::new();
+        for id in state_before.values() {
+            if let Some(json) = json_of.get(id.as_str()) {
+                state.push(serde_json::from_str::<Value>(json)?);
+            }
+        }
         let mut auth_chain = Vec::new();
         for id in &chain_ids {
-            if let Some(ev) = self.core.storage.timeline.get_event(id.as_str()).await? {
-                auth_chain.push(serde_json::from_str::<Value>(&ev.pdu_json)?);
+            if let Some(json) = json_of.remove(id.as_str()) {
+                auth_chain.push(serde_json::from_str::<Value>(&json)?);
             }
         }
         let mut servers: Vec<String> = st.servers.keys().cloned().collect();
@@ -464,7 +486,7 @@ impl RoomFederation {
             .request(server, Method::PUT, &path, Some(body))
             .await
             .map_err(remote_error)?;
-        self.complete_join(server, room_id, &version, event_id, json, &response)
+        self.complete_join(server, room_id, &version, event_id, json, response)
             .await
     }
 
@@ -580,7 +602,7 @@ impl RoomFederation {
         version: &RoomVersionId,
         join_id: OwnedEventId,
         join_json: String,
-        response: &Value,
+        mut response: Value,
     ) -> Result<()> {
         let rules = version
             .rules()
@@ -599,20 +621,31 @@ impl RoomFederation {
         };
         let mut by_id: HashMap<OwnedEventId, CheckedPdu> = HashMap::new();
         let mut state_ids = Vec::new();
+        // The auth chain first, then the state: all checked at once, over the
+        // cores (`pdu_checks.rs`); an event that fails its checks is dropped.
+        let mut values = Vec::new();
+        let mut chain_len = 0;
         for (list, is_state) in [("auth_chain", false), ("state", true)] {
-            for value in response[list].as_array().into_iter().flatten() {
-                let checked = match self.check_pdu(room_id, version, value).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::info!(%server, error = %e, "dropping an invalid event of send_join");
-                        continue;
-                    }
-                };
-                if is_state {
-                    state_ids.push(checked.pdu.event_id.clone());
+            if let Some(Value::Array(events)) = response.get_mut(list).map(Value::take) {
+                if !is_state {
+                    chain_len = events.len();
                 }
-                by_id.entry(checked.pdu.event_id.clone()).or_insert(checked);
+                values.extend(events);
             }
+        }
+        let checked_all = self.check_pdus(room_id, version, values).await?;
+        for (i, checked) in checked_all.into_iter().enumerate() {
+            let checked = match checked {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(%server, error = %e, "dropping an invalid event of send_join");
+                    continue;
+                }
+            };
+            if i >= chain_len {
+                state_ids.push(checked.pdu.event_id.clone());
+            }
+            by_id.entry(checked.pdu.event_id.clone()).or_insert(checked);
         }
         // Each event must pass the auth rules against its own auth events.
         let mut ordered: Vec<&CheckedPdu> = by_id.values().collect();
@@ -625,17 +658,20 @@ impl RoomFederation {
             })
             .map(|c| Arc::new(c.pdu.clone()));
         let pdus: HashMap<&EventId, &Pdu> = by_id.iter().map(|(k, v)| (&**k, &v.pdu)).collect();
+        // Shared copies: the same few events (create, power levels, join
+        // rules) are among the auth events of every member event.
+        let shared: HashMap<&EventId, Arc<Pdu>> = by_id
+            .iter()
+            .map(|(k, v)| (&**k, Arc::new(v.pdu.clone())))
+            .collect();
         for c in &ordered {
             let mut auth_state = crate::events::auth::StateMap::new();
             let mut missing = false;
             for a in &c.pdu.auth_events {
-                match by_id.get(a) {
+                match shared.get(&**a) {
                     Some(ap) if !rejected.contains(a) => {
-                        if let Some(k) = &ap.pdu.state_key {
-                            auth_state.insert(
-                                (ap.pdu.kind.to_string(), k.clone()),
-                                Arc::new(ap.pdu.clone()),
-                            );
+                        if let Some(k) = &ap.state_key {
+                            auth_state.insert((ap.kind.to_string(), k.clone()), ap.clone());
                         }
                     }
                     _ => missing = true,
@@ -787,7 +823,7 @@ impl RoomFederation {
             .get(room_id)
             .await?
             .ok_or_else(|| Error::forbidden("You are not in this room."))?;
-        let mut st = room.write().await;
+        let mut st = self.rooms.write_lock(&room).await?;
         if st.membership_of(sender.as_str()).as_deref() != Some("join") {
             return Err(Error::forbidden("You are not in this room."));
         }

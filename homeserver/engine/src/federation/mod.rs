@@ -25,6 +25,7 @@ pub mod knock;
 pub mod media;
 pub mod membership;
 pub mod notary;
+pub mod pdu_checks;
 pub mod public_rooms;
 pub mod queries;
 pub mod reads;

@@ -4,8 +4,8 @@
 //! The work is split by the spec's sections: [`super::membership`] (joins,
 //! leaves, invites), [`super::transactions`] (inbound PDUs and EDUs) and
 //! [`super::reads`] (events, state and history served to other servers). This
-//! file holds what they share: turning a received PDU into a checked [`Pdu`],
-//! and fetching events from another server.
+//! file holds what they share: a received PDU once checked ([`CheckedPdu`],
+//! checked in [`super::pdu_checks`]), and fetching events from another server.
 
 use std::sync::Arc;
 
@@ -16,11 +16,11 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::{client::FederationError, Federation, Verified};
+use super::{client::FederationError, Federation};
 use crate::{
     core::Core,
     error::{Error, Result},
-    events::{builder, Pdu},
+    events::Pdu,
     keys::KeysService,
     presence::PresenceService,
     receipts::ReceiptService,
@@ -65,40 +65,6 @@ impl RoomFederation {
             fed,
             edus,
         })
-    }
-
-    /// Checks a PDU received from another server: its format, id, signatures
-    /// and content hash. An event whose content hash does not match is kept
-    /// redacted, as the spec requires.
-    pub async fn check_pdu(
-        &self,
-        room_id: &RoomId,
-        version: &RoomVersionId,
-        value: &Value,
-    ) -> Result<CheckedPdu> {
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::unsupported_room_version(version.as_str()))?;
-        let mut object = to_object(value)?;
-        // Servers may attach `unsigned` data; it is not part of the signed event.
-        object.remove("unsigned");
-        ruma::state_res::check_pdu_format(&object, &rules.event_format)
-            .map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
-        let event_id = event_id_of(&object, &rules)?;
-        if let Some(CanonicalJsonValue::String(r)) = object.get("room_id") {
-            if r != room_id.as_str() {
-                return Err(Error::bad_json("PDU belongs to another room"));
-            }
-        }
-        let verified = self.fed.keys.verify_event(&object, &rules).await?;
-        if verified == Verified::Signatures {
-            tracing::info!(%event_id, "content hash mismatch: keeping the event redacted");
-            object = ruma::canonical_json::redact(object, &rules.redaction, None)
-                .map_err(|e| Error::bad_json(format!("cannot redact PDU: {e}")))?;
-        }
-        let json = builder::canonical_string(&object);
-        let pdu = Pdu::parse(event_id, room_id, &json)?;
-        Ok(CheckedPdu { pdu, json })
     }
 
     /// Fetches one event from `server`, checked (`GET /event/{eventId}`).

@@ -10,6 +10,12 @@
 //! restart; each destination has its own worker, so one that is down never
 //! delays the others. A transaction id is derived from the rows it carries,
 //! which makes a retried transaction idempotent at the receiver.
+//!
+//! With several instances (docs/scale-out.md) every destination has one
+//! sender: the live instance its name hashes to. The others queue rows for
+//! it in the shared table, and the owner finds them when it next scans the
+//! table (every cluster heartbeat); when instances come or go, destinations
+//! move with the hash.
 
 use std::{
     collections::HashMap,
@@ -54,16 +60,39 @@ struct Inner {
     server_name: String,
     next_id: AtomicI64,
     /// One wake-up per destination whose worker is running.
-    workers: Mutex<HashMap<String, Arc<Notify>>>,
+    workers: Mutex<HashMap<String, WorkerHandle>>,
     client: OnceLock<FederationClient>,
+    /// Row ids step by this (the instance count limit with several instances).
+    id_stride: i64,
+    /// Whether this instance sends for a destination (all, on one instance).
+    owner: OnceLock<OwnerFn>,
+}
+
+/// Answers whether this instance is the one that sends to a destination.
+pub type OwnerFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+struct WorkerHandle {
+    notify: Arc<Notify>,
+    /// Set while the worker waits for new rows (not while it backs off).
+    idle: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Outbound {
-    pub async fn new(storage: Storage, server_name: &ServerName) -> Result<Self> {
+    /// `id_stride`/`id_offset`: row ids are `id_offset` modulo `id_stride`,
+    /// so instances sharing the table never pick the same id (1/0 alone).
+    pub async fn new(
+        storage: Storage,
+        server_name: &ServerName,
+        id_stride: i64,
+        id_offset: i64,
+    ) -> Result<Self> {
         let max = storage.federation.outbox_max_id().await?;
         // Ids continue from the clock so they stay unique even if the queue
         // was emptied and the process restarted.
+        let id_stride = id_stride.max(1);
         let start = max.max(now_ms() * 1000);
+        let start = (start / id_stride + 1) * id_stride + id_offset - 1;
         Ok(Self {
             inner: Arc::new(Inner {
                 storage,
@@ -71,6 +100,8 @@ impl Outbound {
                 next_id: AtomicI64::new(start + 1),
                 workers: Mutex::new(HashMap::new()),
                 client: OnceLock::new(),
+                id_stride,
+                owner: OnceLock::new(),
             }),
         })
     }
@@ -114,7 +145,10 @@ impl Outbound {
             .into_iter()
             .filter(|d| *d != self.inner.server_name)
             .map(|d| OutboxRow {
-                id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+                id: self
+                    .inner
+                    .next_id
+                    .fetch_add(self.inner.id_stride, Ordering::Relaxed),
                 destination: d.to_owned(),
                 kind: kind.to_owned(),
                 payload: payload.to_owned(),
@@ -130,27 +164,59 @@ impl Outbound {
         Ok(())
     }
 
+    /// Multi-instance mode: which destinations this instance sends to.
+    pub fn set_owner(&self, owner: OwnerFn) {
+        let _ = self.inner.owner.set(owner);
+    }
+
+    fn owns(&self, destination: &str) -> bool {
+        self.inner.owner.get().is_none_or(|owns| owns(destination))
+    }
+
+    /// Multi-instance mode: starts or wakes the senders of destinations this
+    /// instance owns that have rows queued (by any instance). Workers backing
+    /// off after a failure are left alone.
+    pub async fn rescan(&self) -> Result<()> {
+        for destination in self.inner.storage.federation.outbox_destinations().await? {
+            let running = self.inner.workers.lock().get(&destination).cloned();
+            match running {
+                Some(w) if w.idle.load(Ordering::Acquire) => w.notify.notify_one(),
+                Some(_) => {}
+                None => self.wake(&destination),
+            }
+        }
+        Ok(())
+    }
+
     /// Wakes the destination's worker (starting it if needed). Also used when
     /// the destination shows it is back: its backoff is cut short.
     pub fn wake(&self, destination: &str) {
+        if !self.owns(destination) {
+            return;
+        }
         let mut workers = self.inner.workers.lock();
-        if let Some(n) = workers.get(destination) {
-            n.notify_one();
+        if let Some(w) = workers.get(destination) {
+            w.notify.notify_one();
             return;
         }
         let Some(client) = self.inner.client.get().cloned() else {
             // Not started yet: `start` picks the rows up from the table.
             return;
         };
-        let notify = Arc::new(Notify::new());
-        workers.insert(destination.to_owned(), notify.clone());
-        notify.notify_one();
+        let handle = WorkerHandle {
+            notify: Arc::new(Notify::new()),
+            idle: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        workers.insert(destination.to_owned(), handle.clone());
+        handle.notify.notify_one();
         let worker = Worker {
             storage: self.inner.storage.clone(),
             destination: destination.to_owned(),
             origin: self.inner.server_name.clone(),
             client,
-            notify,
+            notify: handle.notify,
+            idle: handle.idle,
+            outbound: self.clone(),
         };
         tokio::spawn(worker.run());
     }
@@ -175,6 +241,9 @@ struct Worker {
     origin: String,
     client: FederationClient,
     notify: Arc<Notify>,
+    idle: Arc<std::sync::atomic::AtomicBool>,
+    /// To stop when the destination moves to another instance.
+    outbound: Outbound,
 }
 
 impl Worker {
@@ -184,7 +253,14 @@ impl Worker {
             return;
         };
         loop {
+            self.idle.store(true, Ordering::Release);
             self.notify.notified().await;
+            self.idle.store(false, Ordering::Release);
+            if !self.outbound.owns(&self.destination) {
+                // Another instance sends to it now (instances came or went).
+                self.outbound.inner.workers.lock().remove(&self.destination);
+                return;
+            }
             // Drain everything queued, honouring the backoff between failures.
             loop {
                 let record = self

@@ -118,7 +118,10 @@ impl RoomFederation {
             Err(e) => return (None, Err(e)),
         };
         let id = checked.pdu.event_id.clone();
-        let mut st = room.write().await;
+        let mut st = match self.rooms.write_lock(&room).await {
+            Ok(st) => st,
+            Err(e) => return (Some(id), Err(e)),
+        };
         let outcome = self.process_pdu(origin, &mut st, checked, 0).await;
         (Some(id), outcome)
     }

@@ -51,8 +51,9 @@ use crate::{
 /// The account data type the spec stores push rules under.
 pub const PUSH_RULES: &str = "m.push_rules";
 
-/// How long a cached ruleset is trusted before it is read again (another
-/// instance of the region may have changed it).
+/// How long a cached ruleset is trusted before it is read again. With
+/// several instances, an edit also drops the other instances' copies at once
+/// (a note on the notes channel); this bounds staleness when a note is lost.
 const RULES_TTL: Duration = Duration::from_secs(30);
 /// Cached rulesets kept at most; the cache is cleared beyond this.
 const RULES_CACHE_MAX: usize = 100_000;
@@ -176,6 +177,24 @@ impl PushService {
         tokio::spawn(async move { worker.run_worker(jobs.0).await });
         let delivery = self.clone();
         tokio::spawn(async move { delivery.run_delivery().await });
+        if let Some(redis) = &self.core.redis {
+            let mut notes = redis.notes.listen();
+            let cache = self.cache.clone();
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match notes.recv().await {
+                        Ok(crate::cluster::Note::PushRules { user }) => {
+                            cache.lock().remove(&user);
+                        }
+                        Ok(_) => {}
+                        // Missed some: any cached ruleset may be stale.
+                        Err(RecvError::Lagged(_)) => cache.lock().clear(),
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
     }
 
     /// Stops the background tasks (server shutdown). Queued deliveries stay
@@ -257,6 +276,13 @@ impl PushService {
             .put(user_id, None, PUSH_RULES, &content)
             .await?;
         self.remember(user_id, ruleset);
+        if let Some(redis) = &self.core.redis {
+            let user = user_id.to_owned();
+            redis
+                .notes
+                .send(crate::cluster::Note::PushRules { user })
+                .await;
+        }
         Ok(())
     }
 

@@ -24,7 +24,7 @@ impl RoomService {
             .get(room_id)
             .await?
             .ok_or_else(|| Error::not_found("No known servers to join this room through."))?;
-        let mut st = room.write().await;
+        let mut st = self.write_lock(&room).await?;
         if st.membership_of(user.as_str()).as_deref() == Some("join") {
             return Ok(room_id.to_owned());
         }
@@ -53,7 +53,7 @@ impl RoomService {
             .get(room_id)
             .await?
             .ok_or_else(|| Error::not_found("No known servers to knock on this room through."))?;
-        let mut st = room.write().await;
+        let mut st = self.write_lock(&room).await?;
         match st.membership_of(user.as_str()).as_deref() {
             Some("knock") => return Ok(()),
             Some("join") => return Err(Error::forbidden("You are already in this room.")),
@@ -86,7 +86,7 @@ impl RoomService {
             .get(room_id)
             .await?
             .ok_or_else(|| Error::not_found("Unknown room."))?;
-        let mut st = room.write().await;
+        let mut st = self.write_lock(&room).await?;
         match st.membership_of(user.as_str()).as_deref() {
             Some("join") | Some("invite") | Some("knock") => {}
             Some("leave") => return Ok(()),
@@ -120,7 +120,7 @@ impl RoomService {
             .get(room_id)
             .await?
             .ok_or_else(|| Error::forbidden("You are not in this room."))?;
-        let mut st = room.write().await;
+        let mut st = self.write_lock(&room).await?;
         if st.membership_of(sender.as_str()).as_deref() != Some("join") {
             return Err(Error::forbidden("You are not in this room."));
         }

@@ -5,6 +5,7 @@
 //! different rooms proceed in parallel. Readers (sync, members) take the read lock.
 
 mod aliases;
+mod coherence;
 mod create;
 pub mod hierarchy;
 mod membership;
@@ -25,6 +26,7 @@ use ruma::{
 };
 use tokio::sync::RwLock;
 
+pub use coherence::RoomWriteGuard;
 pub use create::{CreateRoom, DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
 
 use crate::{
@@ -131,6 +133,8 @@ pub type RoomHandle = Arc<RwLock<RoomState>>;
 pub struct RoomService {
     core: Arc<Core>,
     cache: Arc<Mutex<HashMap<OwnedRoomId, RoomHandle>>>,
+    /// Cached rooms another instance has written to since (`coherence.rs`).
+    stale: Arc<Mutex<HashSet<OwnedRoomId>>>,
     /// Serialises first loads so a room is read from storage once.
     loading: Arc<tokio::sync::Mutex<()>>,
 }
@@ -140,14 +144,19 @@ impl RoomService {
         Self {
             core,
             cache: Default::default(),
+            stale: Default::default(),
             loading: Default::default(),
         }
     }
 
     /// The room's in-memory state, loading it on first use. `None` if unknown here.
     pub async fn get(&self, room_id: &RoomId) -> Result<Option<RoomHandle>> {
-        if let Some(h) = self.cache.lock().get(room_id) {
-            return Ok(Some(h.clone()));
+        let cached = self.cache.lock().get(room_id).cloned();
+        if let Some(h) = cached {
+            if self.needs_check(room_id) {
+                self.catch_up(&mut *h.write().await).await?;
+            }
+            return Ok(Some(h));
         }
         let _guard = self.loading.lock().await;
         if let Some(h) = self.cache.lock().get(room_id) {

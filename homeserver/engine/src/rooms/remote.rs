@@ -384,7 +384,7 @@ impl RoomService {
                     .map(|u| WakeTarget::User(u.clone())),
             );
         }
-        self.core.complete(pos, wake);
+        self.core.complete_in(pos, wake, Some(st.room_id.as_str()));
         // Our users are notified of events from other servers like any other.
         self.core
             .push_jobs

@@ -55,7 +55,7 @@ impl RoomService {
             .get(room_id)
             .await?
             .ok_or_else(|| Error::forbidden("You are not in this room."))?;
-        let mut st = room.write().await;
+        let mut st = self.write_lock(&room).await?;
         if let Some(t) = txn {
             // A concurrent retry may have won the race for the room lock.
             if let Some(id) = timeline
@@ -254,7 +254,7 @@ impl RoomService {
                     .map(|u| WakeTarget::User(u.clone())),
             );
         }
-        core.complete(pos, wake);
+        core.complete_in(pos, wake, Some(st.room_id.as_str()));
         if let Some(json) = outbound_json {
             if let Err(e) = core
                 .outbound

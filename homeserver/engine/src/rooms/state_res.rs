@@ -8,7 +8,7 @@
 //! the conflicted state subgraph.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet},
     sync::Arc,
 };
 
@@ -81,8 +81,40 @@ impl RoomService {
         Ok(Some((snapshot, self.snapshot_ids(snapshot).await?)))
     }
 
+    /// Loads the events among `ids` not cached yet with one batched read
+    /// (timeline or outlier, of this room only), caching them.
+    pub async fn load_pdus(
+        &self,
+        cache: &mut EventCache,
+        st: &RoomState,
+        ids: &[OwnedEventId],
+    ) -> Result<()> {
+        let mut missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !cache.events.contains_key(*id))
+            .map(|id| id.to_string())
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for ev in self.core.storage.federation.get_events(&missing).await? {
+            if ev.room_id != st.room_id.as_str() {
+                continue;
+            }
+            let id = OwnedEventId::try_from(ev.event_id.as_str())
+                .map_err(|e| Error::unknown(e.to_string()))?;
+            let mut pdu = Pdu::parse(id.clone(), &st.room_id, &ev.pdu_json)?;
+            pdu.rejected = ev.rejected;
+            cache.events.insert(id, Arc::new(pdu));
+        }
+        Ok(())
+    }
+
     /// The full auth chain of `ids` (not including `ids` themselves unless they
-    /// are reachable from another).
+    /// are reachable from another). Walked a generation at a time, each
+    /// generation's events read in one batch.
     pub async fn auth_chain(
         &self,
         cache: &mut EventCache,
@@ -90,18 +122,24 @@ impl RoomService {
         ids: impl IntoIterator<Item = OwnedEventId>,
     ) -> Result<HashSet<OwnedEventId>> {
         let mut seen = HashSet::new();
-        let mut queue: VecDeque<OwnedEventId> = VecDeque::new();
-        for id in ids {
-            if let Some(p) = self.load_pdu(cache, st, &id).await? {
-                queue.extend(p.auth_events.iter().cloned());
+        let start: Vec<OwnedEventId> = ids.into_iter().collect();
+        self.load_pdus(cache, st, &start).await?;
+        let mut next: Vec<OwnedEventId> = Vec::new();
+        for id in &start {
+            if let Some(p) = cache.events.get(id) {
+                next.extend(p.auth_events.iter().cloned());
             }
         }
-        while let Some(id) = queue.pop_front() {
-            if !seen.insert(id.clone()) {
-                continue;
-            }
-            if let Some(p) = self.load_pdu(cache, st, &id).await? {
-                queue.extend(p.auth_events.iter().cloned());
+        while !next.is_empty() {
+            let generation: Vec<OwnedEventId> = std::mem::take(&mut next)
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
+            self.load_pdus(cache, st, &generation).await?;
+            for id in &generation {
+                if let Some(p) = cache.events.get(id) {
+                    next.extend(p.auth_events.iter().cloned());
+                }
             }
         }
         Ok(seen)

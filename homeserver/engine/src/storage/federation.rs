@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::StreamPos;
+use super::{StoredEvent, StreamPos};
 use crate::error::Result;
 
 /// One `(type, state_key, event_id)` entry of a state map.
@@ -115,6 +115,11 @@ pub trait FederationStore: Send + Sync {
     /// many were added. Backfilled events carry no state snapshot
     /// (`state_before` is [`NO_SNAPSHOT`]).
     async fn store_backfilled(&self, events: &[OutlierWrite]) -> Result<usize>;
+    /// The events held here (timeline or outlier) among `event_ids`, in no
+    /// particular order; unknown ids are skipped. One query per few thousand
+    /// ids: answering or taking in a join of a large room reads its whole
+    /// state and auth chain.
+    async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>>;
     /// Whether the event is held and, if so, whether it is an outlier.
     async fn event_is_outlier(&self, event_id: &str) -> Result<Option<bool>>;
     /// The snapshot of the state after an event, if one was recorded or can be

@@ -7,6 +7,8 @@
 //! cross-partition transactions.
 
 pub mod admin;
+/// Instances of a multi-instance deployment and their room write locks.
+pub mod cluster;
 /// The ScyllaDB/Cassandra event log (docs/scale-out.md).
 #[cfg(feature = "cql")]
 pub mod cql;
@@ -361,6 +363,8 @@ pub struct Storage {
     pub server_keys: Arc<dyn ServerKeyStore>,
     /// The admin API's store (`admin.rs`).
     pub admin: Arc<dyn admin::AdminStore>,
+    /// Multi-instance coordination (`cluster.rs`).
+    pub cluster: Arc<dyn cluster::ClusterStore>,
 }
 
 impl Storage {
@@ -380,8 +384,54 @@ impl Storage {
             federation: store.clone(),
             server_keys: store.clone(),
             admin: store.clone(),
+            cluster: store.clone(),
             backup: store.clone(),
             push: store,
         })
+    }
+
+    /// Connects to the SQL database and, when `cql` names contact points, to
+    /// the CQL event log, which then holds the bodies of timeline messages
+    /// (`cql/split`, docs/scale-out.md).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        cql: &crate::config::Cql,
+    ) -> anyhow::Result<Self> {
+        let storage = Self::connect(url, max_connections).await?;
+        if cql.contact_points.is_empty() {
+            return Ok(storage);
+        }
+        storage.with_cql(cql).await
+    }
+
+    #[cfg(feature = "cql")]
+    async fn with_cql(self, config: &crate::config::Cql) -> anyhow::Result<Self> {
+        let log = cql::CqlEventLog::connect(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to [storage.cql]: {e}"))?;
+        Ok(self.with_event_log(Arc::new(log)))
+    }
+
+    #[cfg(not(feature = "cql"))]
+    async fn with_cql(self, _config: &crate::config::Cql) -> anyhow::Result<Self> {
+        anyhow::bail!(
+            "[storage.cql] is configured, but this build has no CQL support (build with `--features cql`)"
+        )
+    }
+
+    /// Moves the timeline's message bodies to `log`: the timeline,
+    /// federation and admin stores become split stores over the SQL ones.
+    #[cfg(feature = "cql")]
+    pub fn with_event_log(mut self, log: Arc<dyn cql::EventLog>) -> Self {
+        let split = Arc::new(cql::split::SplitTimeline::new(
+            self.timeline.clone(),
+            self.federation.clone(),
+            log.clone(),
+        ));
+        self.timeline = split.clone();
+        self.federation = split;
+        self.admin = Arc::new(cql::split::SplitAdmin::new(self.admin.clone(), log));
+        self
     }
 }

@@ -46,6 +46,14 @@ impl Notifier {
         self.keys.lock().retain(|_, n| Arc::strong_count(n) > 1);
     }
 
+    /// Wakes every waiter: they re-read the store. For when wake-ups from
+    /// other instances may have been missed (Redis unreachable).
+    pub fn wake_all(&self) {
+        for notify in self.keys.lock().values() {
+            notify.notify_waiters();
+        }
+    }
+
     pub fn waiting_keys(&self) -> usize {
         self.keys.lock().len()
     }

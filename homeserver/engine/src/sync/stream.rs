@@ -14,7 +14,7 @@
 //! (SQLite's busy timeout is 10 s), so only a leaked position is ever skipped.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -32,36 +32,110 @@ pub struct StreamTracker {
     abandon_after: Duration,
     /// The watermark, for readers waiting for their own writes to show.
     visible: watch::Sender<StreamPos>,
+    /// Positions this instance hands out are `offset` modulo `stride`: 1 and
+    /// 0 on a single instance; the instance count limit and the instance id
+    /// in multi-instance mode, so instances never hand out the same position.
+    stride: StreamPos,
+    offset: StreamPos,
 }
 
 struct Inner {
-    next: StreamPos,
+    /// The highest position handed out or promised: every position this
+    /// instance hands out from now on is above it.
+    last: StreamPos,
+    /// The visibility watermark readers see.
     current: StreamPos,
-    /// Completed positions above `current`, with the wake-ups they carry.
+    /// Completed positions above `current`, with the wake-ups they carry
+    /// (this instance's, and other instances' in multi-instance mode).
     done: BTreeMap<StreamPos, Vec<WakeTarget>>,
     /// Allocated, not yet completed positions, with when they were allocated.
     open: BTreeMap<StreamPos, Instant>,
+    /// Other instances' floors (multi-instance mode): each promises that
+    /// everything it will ever persist at or below its floor is persisted.
+    remote: HashMap<u16, StreamPos>,
+}
+
+impl Inner {
+    /// This instance's own floor: below its oldest open position, else all
+    /// it has handed out or promised.
+    fn local_floor(&self) -> StreamPos {
+        match self.open.first_key_value() {
+            Some((pos, _)) => pos - 1,
+            None => self.last,
+        }
+    }
+
+    /// Moves the watermark to the lowest floor of all instances (never back),
+    /// and returns the wake-ups that became due.
+    fn advance(&mut self, abandon_after: Duration) -> Vec<WakeTarget> {
+        // Positions leaked by their writers stop holding the watermark.
+        while let Some((&pos, at)) = self.open.first_key_value() {
+            if at.elapsed() < abandon_after {
+                break;
+            }
+            tracing::warn!(
+                pos,
+                "stream position abandoned by its writer; moving past it"
+            );
+            self.open.remove(&pos);
+        }
+        let floor = self
+            .remote
+            .values()
+            .copied()
+            .fold(self.local_floor(), StreamPos::min);
+        let mut due = Vec::new();
+        if floor > self.current {
+            self.current = floor;
+            let later = self.done.split_off(&(floor + 1));
+            for (_, targets) in std::mem::replace(&mut self.done, later) {
+                due.extend(targets);
+            }
+        }
+        due
+    }
+}
+
+/// What changed when a position completed or a floor moved.
+pub struct Advance {
+    /// Wake-ups that became visible, in position order.
+    pub due: Vec<WakeTarget>,
+    /// This instance's floor afterwards (what it tells other instances).
+    pub floor: StreamPos,
 }
 
 impl StreamTracker {
     /// Starts after the highest position already persisted.
     pub fn new(persisted_max: StreamPos) -> Self {
+        Self::with_stride(persisted_max, 1, 0)
+    }
+
+    /// A tracker for one of several instances: it hands out positions
+    /// congruent to `offset` modulo `stride`, all above `start`.
+    pub fn with_stride(start: StreamPos, stride: StreamPos, offset: StreamPos) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                next: persisted_max + 1,
-                current: persisted_max,
+                last: start,
+                current: start,
                 done: BTreeMap::new(),
                 open: BTreeMap::new(),
+                remote: HashMap::new(),
             }),
             abandon_after: ABANDON_AFTER,
-            visible: watch::Sender::new(persisted_max),
+            visible: watch::Sender::new(start),
+            stride: stride.max(1),
+            offset,
         }
     }
 
     pub fn allocate(&self) -> StreamPos {
         let mut inner = self.inner.lock();
-        let pos = inner.next;
-        inner.next += 1;
+        let mut pos = inner.last + 1;
+        if self.stride > 1 {
+            // The next position above `last` that is this instance's.
+            pos += (self.offset - pos).rem_euclid(self.stride);
+        }
+        inner.last = pos;
         inner.open.insert(pos, Instant::now());
         pos
     }
@@ -71,9 +145,20 @@ impl StreamTracker {
         self.inner.lock().current
     }
 
-    /// The highest position handed out so far, completed or not.
+    /// The highest position handed out so far, completed or not (on several
+    /// instances, also the highest floor heard from the others).
     pub fn allocated(&self) -> StreamPos {
-        self.inner.lock().next - 1
+        let inner = self.inner.lock();
+        inner
+            .remote
+            .values()
+            .copied()
+            .fold(inner.last, StreamPos::max)
+    }
+
+    /// This instance's floor: what it tells the other instances.
+    pub fn local_floor(&self) -> StreamPos {
+        self.inner.lock().local_floor()
     }
 
     /// Waits until every position up to `pos` is visible, or `max` passes.
@@ -97,36 +182,65 @@ impl StreamTracker {
     /// Marks `pos` finished (persisted, or abandoned after a failure). Returns the
     /// wake-ups that became due, in position order.
     pub fn complete(&self, pos: StreamPos, wake: Vec<WakeTarget>) -> Vec<WakeTarget> {
-        let mut inner = self.inner.lock();
-        inner.open.remove(&pos);
-        if pos <= inner.current {
-            // Completed after it was given up as abandoned: readers have moved
-            // past it, so incremental syncs will not carry it (history will).
-            tracing::warn!(pos, "a stream position completed after it was abandoned");
-            return Vec::new();
-        }
-        inner.done.insert(pos, wake);
-        let before = inner.current;
-        let mut due = Vec::new();
-        loop {
-            let next = inner.current + 1;
-            if let Some(targets) = inner.done.remove(&next) {
-                inner.current = next;
-                due.extend(targets);
-                continue;
+        self.complete_with_floor(pos, wake).due
+    }
+
+    /// [`Self::complete`], also answering this instance's floor afterwards.
+    pub fn complete_with_floor(&self, pos: StreamPos, wake: Vec<WakeTarget>) -> Advance {
+        self.update(|inner| {
+            inner.open.remove(&pos);
+            if pos <= inner.current {
+                // Completed after it was given up as abandoned: readers have moved
+                // past it, so incremental syncs will not carry it (history will).
+                tracing::warn!(pos, "a stream position completed after it was abandoned");
+                return;
             }
-            match inner.open.get(&next) {
-                Some(at) if at.elapsed() >= self.abandon_after => {
-                    tracing::warn!(
-                        pos = next,
-                        "stream position abandoned by its writer; moving past it"
-                    );
-                    inner.open.remove(&next);
-                    inner.current = next;
+            if !wake.is_empty() {
+                inner.done.entry(pos).or_default().extend(wake);
+            }
+        })
+    }
+
+    /// Records another instance's floor and the wake-ups it carries for
+    /// positions up to it. An idle instance raises its own promise to match
+    /// (its next position is above it anyway), so one busy instance never
+    /// waits for an idle one to catch up.
+    pub fn remote_update(
+        &self,
+        instance: u16,
+        floor: StreamPos,
+        wakes: Vec<(StreamPos, Vec<WakeTarget>)>,
+    ) -> Advance {
+        self.update(|inner| {
+            let known = inner.remote.entry(instance).or_insert(floor);
+            *known = (*known).max(floor);
+            inner.last = inner.last.max(floor);
+            for (pos, targets) in wakes {
+                if pos > inner.current && !targets.is_empty() {
+                    inner.done.entry(pos).or_default().extend(targets);
                 }
-                _ => break,
             }
-        }
+        })
+    }
+
+    /// Stops waiting for an instance that has stopped or died.
+    pub fn forget_instance(&self, instance: u16) -> Advance {
+        self.update(|inner| {
+            inner.remote.remove(&instance);
+        })
+    }
+
+    /// The instances this one currently waits for.
+    pub fn known_instances(&self) -> Vec<u16> {
+        self.inner.lock().remote.keys().copied().collect()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Inner)) -> Advance {
+        let mut inner = self.inner.lock();
+        let before = inner.current;
+        change(&mut inner);
+        let due = inner.advance(self.abandon_after);
+        let floor = inner.local_floor();
         let moved = (inner.current != before).then_some(inner.current);
         drop(inner);
         // Published outside the tracker's lock: readers of the channel never
@@ -140,7 +254,7 @@ impl StreamTracker {
                 newer
             });
         }
-        due
+        Advance { due, floor }
     }
 }
 
@@ -192,6 +306,43 @@ mod tests {
         // A write that never finishes only delays the reader by `max`.
         let stuck = t.allocate();
         assert_eq!(t.wait_visible(stuck, Duration::from_millis(10)).await, fast);
+    }
+
+    #[test]
+    fn instances_see_each_others_positions_only_when_both_are_persisted() {
+        let user = |u: &str| vec![WakeTarget::User(u.into())];
+        let a = StreamTracker::with_stride(100, 4, 1);
+        let b = StreamTracker::with_stride(100, 4, 2);
+        a.remote_update(2, 100, Vec::new());
+        b.remote_update(1, 100, Vec::new());
+        let (pa, pb) = (a.allocate(), b.allocate());
+        assert_eq!((pa, pb), (101, 102));
+        // B's write is done, but A's earlier one is still open: nobody sees 102.
+        let done_b = b.complete_with_floor(pb, user("@b:x"));
+        assert_eq!(done_b.floor, 102);
+        assert!(done_b.due.is_empty());
+        assert_eq!(b.current(), 100);
+        let heard = a.remote_update(2, done_b.floor, vec![(pb, user("@b:x"))]);
+        assert!(heard.due.is_empty());
+        assert_eq!(a.current(), 100);
+        // A finishes: both positions are visible on A, with both wake-ups.
+        let done_a = a.complete_with_floor(pa, user("@a:x"));
+        assert_eq!(a.current(), 102);
+        assert_eq!(done_a.due, [user("@a:x"), user("@b:x")].concat());
+        // ...and on B once it hears A's floor: B's own wake-up was held too.
+        let heard = b.remote_update(1, done_a.floor, vec![(pa, user("@a:x"))]);
+        assert_eq!(b.current(), 102);
+        assert_eq!(heard.due, [user("@a:x"), user("@b:x")].concat());
+        // A's next position is its own and above everything it has heard of.
+        assert_eq!(a.allocate(), 105);
+        // An idle instance follows a busy one without being asked.
+        assert_eq!(b.remote_update(1, 105, Vec::new()).floor, 105);
+        // A dead instance stops holding the watermark.
+        let c = StreamTracker::with_stride(200, 4, 3);
+        c.remote_update(1, 150, Vec::new());
+        assert_eq!(c.current(), 200);
+        c.allocate();
+        assert_eq!(c.forget_instance(1).floor, 202);
     }
 
     #[test]

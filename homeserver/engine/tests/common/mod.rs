@@ -6,6 +6,9 @@
 //! when `HS_TEST_POSTGRES_URL` names an admin connection (for example
 //! `postgres://postgres@127.0.0.1:55432/postgres`): each test then gets its own
 //! database `hs_conf_<random>`, dropped when the test ends, even by panic.
+//! Built with the `cql` feature, every test also runs with the timeline's
+//! message bodies in a CQL event log (`cql_sqlite`, `cql_postgres`), on a
+//! keyspace of its own on the node `HS_TEST_CQL_URL` names.
 
 #![allow(dead_code)]
 
@@ -16,21 +19,38 @@ use sqlx::Connection;
 /// Runs each named `async fn(&Storage)` once per backend, as the tests
 /// `<name>::sqlite` and `<name>::postgres`. Without `HS_TEST_POSTGRES_URL` the
 /// PostgreSQL variant reports that it was skipped and passes.
+///
+/// `conformance!(timeline: ...)` marks tests of the timeline: built with the
+/// `cql` feature they also run with the message bodies in a CQL event log,
+/// as `<name>::cql_sqlite` and `<name>::cql_postgres` (skipped without
+/// `HS_TEST_CQL_URL`, and the latter without `HS_TEST_POSTGRES_URL`).
 #[macro_export]
 macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {$(
+    (timeline: $($test:ident),* $(,)?) => {$(
         mod $test {
+            $crate::conformance!(@sql $test);
+
+            /// SQLite with the timeline's message bodies in the CQL log.
+            #[cfg(feature = "cql")]
             #[tokio::test]
-            async fn sqlite() {
-                let store = $crate::common::TestStore::sqlite().await;
+            async fn cql_sqlite() {
+                let Some(store) = $crate::common::TestStore::sqlite().await.with_cql().await else {
+                    return;
+                };
                 super::$test(&store.storage).await;
                 store.finish().await;
             }
 
+            /// PostgreSQL with the timeline's message bodies in the CQL log:
+            /// the production layout.
+            #[cfg(feature = "cql")]
             #[tokio::test]
-            async fn postgres() {
+            async fn cql_postgres() {
                 let Some(store) = $crate::common::TestStore::postgres().await else {
                     eprintln!("HS_TEST_POSTGRES_URL is not set: skipped on PostgreSQL");
+                    return;
+                };
+                let Some(store) = store.with_cql().await else {
                     return;
                 };
                 super::$test(&store.storage).await;
@@ -38,15 +58,49 @@ macro_rules! conformance {
             }
         }
     )*};
+    (@sql $test:ident) => {
+        #[tokio::test]
+        async fn sqlite() {
+            let store = $crate::common::TestStore::sqlite().await;
+            super::$test(&store.storage).await;
+            store.finish().await;
+        }
+
+        #[tokio::test]
+        async fn postgres() {
+            let Some(store) = $crate::common::TestStore::postgres().await else {
+                eprintln!("HS_TEST_POSTGRES_URL is not set: skipped on PostgreSQL");
+                return;
+            };
+            super::$test(&store.storage).await;
+            store.finish().await;
+        }
+    };
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            $crate::conformance!(@sql $test);
+        }
+    )*};
 }
 
 /// A freshly migrated store, and whatever must be cleaned up after it.
 pub struct TestStore {
     pub storage: Storage,
+    /// The SQL database's URL, for tests that look under the traits.
+    pub url: String,
     /// Holds the SQLite file; removed on drop.
     _dir: Option<tempfile::TempDir>,
     /// Declared after `storage` so the pools are dropped before the database.
     postgres: Option<PgDatabase>,
+    /// The CQL keyspace of the event log, dropped by `finish`.
+    #[cfg(feature = "cql")]
+    cql: Option<CqlKeyspace>,
+}
+
+#[cfg(feature = "cql")]
+struct CqlKeyspace {
+    log: hs_engine::storage::cql::CqlEventLog,
+    keyspace: String,
 }
 
 impl TestStore {
@@ -56,8 +110,11 @@ impl TestStore {
         let storage = Storage::connect(&url, 4).await.expect("connect to SQLite");
         TestStore {
             storage,
+            url,
             _dir: Some(dir),
             postgres: None,
+            #[cfg(feature = "cql")]
+            cql: None,
         }
     }
 
@@ -72,21 +129,80 @@ impl TestStore {
             .expect("connect to PostgreSQL");
         Some(TestStore {
             storage,
+            url: db.url.clone(),
             _dir: None,
             postgres: Some(db),
+            #[cfg(feature = "cql")]
+            cql: None,
         })
     }
 
-    /// Closes the store and drops its PostgreSQL database, if any.
+    /// Moves the timeline's message bodies to a CQL event log on a fresh
+    /// keyspace of the node named by `HS_TEST_CQL_URL` (`host:port`, set by
+    /// `scripts/test.sh scaleout`). `None` (the test is skipped) when it is
+    /// not set, except under `CI=true`, where that fails.
+    #[cfg(feature = "cql")]
+    pub async fn with_cql(mut self) -> Option<Self> {
+        use hs_engine::storage::cql::CqlEventLog;
+        let Some(url) = std::env::var("HS_TEST_CQL_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "HS_TEST_CQL_URL is not set (scripts/test.sh scaleout starts Cassandra)"
+            );
+            eprintln!("HS_TEST_CQL_URL is not set: skipped on CQL");
+            self.finish().await;
+            return None;
+        };
+        let keyspace = format!("hs_conf_{:016x}", rand::random::<u64>());
+        let config = hs_engine::config::Cql {
+            contact_points: vec![url],
+            keyspace: keyspace.clone(),
+            replication_factor: 1,
+            ..hs_engine::config::Cql::default()
+        };
+        let started = std::time::Instant::now();
+        let log = CqlEventLog::connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the CQL node: {e}"));
+        eprintln!("CQL keyspace {keyspace} ready in {:?}", started.elapsed());
+        self.storage = self
+            .storage
+            .clone()
+            .with_event_log(std::sync::Arc::new(log.clone()));
+        self.cql = Some(CqlKeyspace { log, keyspace });
+        Some(self)
+    }
+
+    /// The CQL event log and its keyspace, once `with_cql` added them.
+    #[cfg(feature = "cql")]
+    pub fn event_log(&self) -> Option<(&hs_engine::storage::cql::CqlEventLog, &str)> {
+        self.cql.as_ref().map(|c| (&c.log, c.keyspace.as_str()))
+    }
+
+    /// Closes the store and drops its PostgreSQL database and CQL keyspace,
+    /// if any.
     pub async fn finish(self) {
         let TestStore {
             storage,
+            url: _,
             _dir,
             postgres,
+            #[cfg(feature = "cql")]
+            cql,
         } = self;
         drop(storage);
         if let Some(db) = postgres {
             db.drop_database().await;
+        }
+        #[cfg(feature = "cql")]
+        if let Some(CqlKeyspace { log, keyspace }) = cql {
+            let _ = log
+                .session()
+                .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+                .await;
         }
     }
 }

@@ -5,20 +5,26 @@
 //! memberships and everything else stay in the SQL store. The data model,
 //! bucket size and consistency choices are explained in docs/scale-out.md:
 //!
-//! - `events`: partitioned by `(room_id, bucket)` with `bucket = stream_pos /
-//!   BUCKET_SIZE`, clustered by `stream_pos`, so no partition grows without
-//!   bound and range reads are slices of a partition;
+//! - `events`: partitioned by `(room_id, bucket)` with `bucket = stream_pos >>
+//!   shift` ([`bucket_of`]), clustered by `(stream_pos, event_id)`, so no
+//!   partition grows without bound and range reads are slices of a partition;
 //! - `events_by_id`: event id → (room, position), for point reads;
 //! - `room_buckets`: the non-empty buckets of each room, so range reads skip
 //!   the empty ones of quiet rooms;
-//! - `room_max_pos`: each room's highest published position.
+//! - `room_max_pos`: each room's highest published position;
+//! - `meta`: the keyspace's bucket shift, recorded when it is created.
+//!
+//! With `[storage.cql]` configured the homeserver uses the log through
+//! [`split::SplitTimeline`]: SQL keeps the index, the log the message bodies.
 //!
 //! Every statement is prepared once at connect. Range reads page by
 //! clustering key (position, then bucket), never by the driver's paging state,
 //! so a page boundary is a position a caller can resume from.
 
+mod bodies;
 mod purge;
 mod schema;
+pub mod split;
 mod statements;
 mod timeline;
 
@@ -35,16 +41,28 @@ use crate::storage::{Direction, PersistEvent, StoredEvent, StreamPos};
 
 use statements::Statements;
 
-/// Stream positions per partition of `events`. Fixed forever: rows are found
-/// by recomputing the bucket from a position, so changing it would hide every
-/// stored event. 2^20 positions is about 35 seconds of the whole server's
+/// The bucket shift a new keyspace records: `bucket = stream_pos >> shift`,
+/// so 2^20 positions per partition, about 35 seconds of the whole server's
 /// traffic at 30K events/s; a room's partition holds only its own events of
 /// that span (docs/scale-out.md has the sizing).
-pub const BUCKET_SIZE: StreamPos = 1 << 20;
+///
+/// The shift in use is the one recorded in the keyspace's `meta` table when
+/// it was created, never this constant: rows are found by recomputing the
+/// bucket from a position, so changing the shift of a populated keyspace
+/// would hide every stored event. Clock-derived positions (around 2^57)
+/// call for a larger shift, e.g. 42 (about 17 minutes of milliseconds
+/// shifted by 20 bits): pass it to [`CqlEventLog::connect_with_bucket_shift`]
+/// when creating such a keyspace.
+pub const DEFAULT_BUCKET_SHIFT: u32 = 20;
 
-/// The bucket (partition) of a position.
-pub fn bucket_of(pos: StreamPos) -> i64 {
-    pos.div_euclid(BUCKET_SIZE)
+/// Positions per bucket under [`DEFAULT_BUCKET_SHIFT`].
+pub const BUCKET_SIZE: StreamPos = 1 << DEFAULT_BUCKET_SHIFT;
+
+/// The bucket (partition) of a position, for a keyspace whose recorded
+/// bucket shift is `shift`. The only place buckets are computed.
+pub fn bucket_of(pos: StreamPos, shift: u32) -> i64 {
+    // An arithmetic shift: floor division by 2^shift, negative positions too.
+    pos >> shift.min(62)
 }
 
 /// One event row of the log: what the timeline stores about an event.
@@ -130,6 +148,23 @@ pub trait EventLog: Send + Sync {
     /// Replaces a stored event's PDU by its redacted form; `false` if the
     /// event is unknown. A later re-append does not undo it.
     async fn redact(&self, event_id: &str, redacted_pdu_json: &str) -> Result<bool>;
+    /// The rows of a room at exactly these `(position, event id)` keys, in
+    /// no particular order; keys without a row are left out. This is how the
+    /// SQL-indexed timeline (`split.rs`) fetches bodies: the SQL store says
+    /// which events a page holds, the log returns their PDUs.
+    async fn events_at(&self, room_id: &str, keys: &[(StreamPos, String)])
+        -> Result<Vec<LogEvent>>;
+    /// Redacts the row at `(room_id, pos, event_id)`, which the caller knows
+    /// to exist: unlike [`EventLog::redact`], no index lookup, so a stale
+    /// `events_by_id` entry (an append whose SQL commit failed) cannot
+    /// misdirect it. The original PDU is erased, not only hidden.
+    async fn redact_at(
+        &self,
+        room_id: &str,
+        pos: StreamPos,
+        event_id: &str,
+        redacted_pdu_json: &str,
+    ) -> Result<()>;
     /// Deletes every event of a room; returns how many.
     async fn delete_room(&self, room_id: &str) -> Result<u64>;
     /// Deletes a room's events with `pos < before`; returns how many.
@@ -141,12 +176,23 @@ pub trait EventLog: Send + Sync {
 pub struct CqlEventLog {
     session: Arc<Session>,
     st: Arc<Statements>,
+    /// The keyspace's recorded bucket shift (`bucket_of`).
+    shift: u32,
 }
 
 impl CqlEventLog {
     /// Connects, creates the keyspace and tables if missing, and prepares
-    /// every statement.
+    /// every statement. A new keyspace records [`DEFAULT_BUCKET_SHIFT`].
     pub async fn connect(config: &CqlConfig) -> Result<Self> {
+        Self::connect_with_bucket_shift(config, DEFAULT_BUCKET_SHIFT).await
+    }
+
+    /// As [`CqlEventLog::connect`], recording `shift` if the keyspace is new.
+    /// An existing keyspace keeps the shift it recorded when it was created.
+    pub async fn connect_with_bucket_shift(config: &CqlConfig, shift: u32) -> Result<Self> {
+        if shift > 62 {
+            return Err(Error::unknown(format!("bucket shift {shift} is over 62")));
+        }
         config
             .validate()
             .map_err(|e| Error::unknown(e.to_string()))?;
@@ -159,11 +205,23 @@ impl CqlEventLog {
             .await
             .map_err(db_error)?;
         schema::create(&session, config).await?;
+        let shift = schema::bucket_shift(&session, config, shift).await?;
         let st = Statements::prepare(&session, config).await?;
         Ok(Self {
             session: Arc::new(session),
             st: Arc::new(st),
+            shift,
         })
+    }
+
+    /// The bucket shift this keyspace was created with.
+    pub fn bucket_shift(&self) -> u32 {
+        self.shift
+    }
+
+    /// The bucket (partition) of a position in this keyspace.
+    fn bucket(&self, pos: StreamPos) -> i64 {
+        bucket_of(pos, self.shift)
     }
 
     /// The driver session, for callers that share the connection pool.

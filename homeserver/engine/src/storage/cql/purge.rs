@@ -7,7 +7,7 @@
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{bucket_of, db_error, rows, CqlEventLog, EventLog};
+use super::{db_error, rows, CqlEventLog, EventLog};
 use crate::error::Result;
 use crate::storage::StreamPos;
 
@@ -114,10 +114,10 @@ pub(super) async fn purge_before(
     if before == StreamPos::MIN {
         return Ok(0);
     }
-    let edge = bucket_of(before);
+    let edge = log.bucket(before);
     let mut count = 0;
     for bucket in log
-        .buckets(room_id, i64::MIN, bucket_of(before - 1))
+        .buckets(room_id, i64::MIN, log.bucket(before - 1))
         .await?
     {
         if bucket < edge {

@@ -4,8 +4,9 @@
 //! at once; the driver waits for schema agreement after each one.
 
 use scylla::client::session::Session;
+use scylla::statement::{unprepared::Statement, Consistency};
 
-use super::db_error;
+use super::{db_error, rows};
 use crate::config::Cql as CqlConfig;
 use crate::error::Result;
 
@@ -14,6 +15,9 @@ const TABLES: &[&str] = &[
     // One partition per (room, bucket); rows ordered by position, so a
     // /messages page is one slice. `redacted_pdu_json` is a column of its own
     // so that re-appending an event (a retry) cannot undo its redaction.
+    // The event id completes the key: an append whose SQL commit then fails
+    // (a position or id already taken there) adds a row of its own instead
+    // of overwriting the event that holds the position.
     "CREATE TABLE IF NOT EXISTS {ks}.events (
         room_id text,
         bucket bigint,
@@ -30,8 +34,8 @@ const TABLES: &[&str] = &[
         rejected boolean,
         txn_device text,
         txn_id text,
-        PRIMARY KEY ((room_id, bucket), stream_pos)
-    ) WITH CLUSTERING ORDER BY (stream_pos ASC)",
+        PRIMARY KEY ((room_id, bucket), stream_pos, event_id)
+    ) WITH CLUSTERING ORDER BY (stream_pos ASC, event_id ASC)",
     // Point reads by event id: one small partition per event.
     "CREATE TABLE IF NOT EXISTS {ks}.events_by_id (
         event_id text PRIMARY KEY,
@@ -49,6 +53,11 @@ const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS {ks}.room_max_pos (
         room_id text PRIMARY KEY,
         max_pos bigint
+    )",
+    // Keyspace-wide settings fixed at creation: `bucket_shift`.
+    "CREATE TABLE IF NOT EXISTS {ks}.meta (
+        name text PRIMARY KEY,
+        value bigint
     )",
 ];
 
@@ -81,4 +90,55 @@ pub(super) async fn create(session: &Session, config: &CqlConfig) -> Result<()> 
             .map_err(db_error)?;
     }
     Ok(())
+}
+
+/// The keyspace's bucket shift: the one recorded in `meta`, or `default`
+/// recorded now if the keyspace is new. The first instance to record it
+/// wins (a lightweight transaction, once per keyspace); the others, and
+/// every later start, read it back (at `SERIAL`, so they see that write).
+pub(super) async fn bucket_shift(
+    session: &Session,
+    config: &CqlConfig,
+    default: u32,
+) -> Result<u32> {
+    let ks = &config.keyspace;
+    let mut read = Statement::new(format!(
+        "SELECT value FROM {ks}.meta WHERE name = 'bucket_shift'"
+    ));
+    read.set_consistency(Consistency::Serial);
+    let recorded = |result| -> Result<Option<i64>> {
+        Ok(rows::<(Option<i64>,)>(result)?
+            .into_iter()
+            .next()
+            .and_then(|(v,)| v))
+    };
+    let mut shift = recorded(
+        session
+            .query_unpaged(read.clone(), ())
+            .await
+            .map_err(db_error)?,
+    )?;
+    if shift.is_none() {
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {ks}.meta (name, value) VALUES ('bucket_shift', ?) IF NOT EXISTS"
+                ),
+                (i64::from(default),),
+            )
+            .await
+            .map_err(db_error)?;
+        shift = recorded(session.query_unpaged(read, ()).await.map_err(db_error)?)?;
+    }
+    match shift {
+        Some(s @ 0..=62) => {
+            if s != i64::from(default) {
+                tracing::info!(keyspace = %ks, shift = s, "using the keyspace's recorded bucket shift");
+            }
+            Ok(s as u32)
+        }
+        other => Err(crate::error::Error::unknown(format!(
+            "keyspace {ks} records an invalid bucket shift {other:?}"
+        ))),
+    }
 }

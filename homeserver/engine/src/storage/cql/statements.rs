@@ -88,7 +88,7 @@ impl Statements {
             get_event: prep(
                 format!(
                     "SELECT {EVENT_COLUMNS} FROM {ks}.events \
-                     WHERE room_id = ? AND bucket = ? AND stream_pos = ?"
+                     WHERE room_id = ? AND bucket = ? AND stream_pos = ? AND event_id = ?"
                 ),
                 read,
             )
@@ -132,8 +132,8 @@ impl Statements {
             .await?,
             redact: prep(
                 format!(
-                    "UPDATE {ks}.events SET redacted_pdu_json = ? \
-                     WHERE room_id = ? AND bucket = ? AND stream_pos = ?"
+                    "UPDATE {ks}.events SET redacted_pdu_json = ?, pdu_json = null \
+                     WHERE room_id = ? AND bucket = ? AND stream_pos = ? AND event_id = ?"
                 ),
                 write,
             )

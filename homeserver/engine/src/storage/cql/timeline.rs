@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use scylla::DeserializeRow;
 
 use super::statements::Statements;
-use super::{bucket_of, db_error, rows, CqlEventLog, EventLog, LogEvent};
+use super::{db_error, rows, CqlEventLog, EventLog, LogEvent};
 use crate::error::{Error, Result};
 use crate::storage::{Direction, StreamPos};
 
@@ -70,7 +70,7 @@ impl CqlEventLog {
     /// the room's max position moves past them.
     async fn write_rows(&self, ev: &LogEvent) -> Result<()> {
         let st = &self.st;
-        let bucket = bucket_of(ev.stream_pos);
+        let bucket = self.bucket(ev.stream_pos);
         let (txn_device, txn_id) = match &ev.txn {
             Some((d, t)) => (Some(d.as_str()), Some(t.as_str())),
             None => (None, None),
@@ -105,9 +105,30 @@ impl CqlEventLog {
         Ok(())
     }
 
+    /// The row at exactly `(room_id, pos, event_id)`.
+    pub(super) async fn event_at(
+        &self,
+        room_id: &str,
+        pos: StreamPos,
+        event_id: &str,
+    ) -> Result<Option<LogEvent>> {
+        let result = self
+            .session
+            .execute_unpaged(
+                &self.st.get_event,
+                (room_id, self.bucket(pos), pos, event_id),
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows::<EventRow>(result)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_event(room_id)))
+    }
+
     /// Reads one bucket's slice `lo..=hi` in `dir` order into `out`, up to
     /// `limit` events in total, paging by position.
-    async fn read_bucket(
+    pub(super) async fn read_bucket(
         &self,
         room_id: &str,
         bucket: i64,
@@ -197,15 +218,7 @@ impl EventLog for CqlEventLog {
         let Some((room_id, pos)) = rows::<(String, i64)>(result)?.into_iter().next() else {
             return Ok(None);
         };
-        let result = self
-            .session
-            .execute_unpaged(&self.st.get_event, (room_id.as_str(), bucket_of(pos), pos))
-            .await
-            .map_err(db_error)?;
-        Ok(rows::<EventRow>(result)?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_event(&room_id)))
+        self.event_at(&room_id, pos, event_id).await
     }
 
     async fn room_events(
@@ -230,7 +243,7 @@ impl EventLog for CqlEventLog {
             Direction::Backward => &self.st.buckets_desc,
         };
         // Walk the room's non-empty buckets in order, a page at a time.
-        let (mut first, mut last) = (bucket_of(lo), bucket_of(hi));
+        let (mut first, mut last) = (self.bucket(lo), self.bucket(hi));
         while out.len() < limit && first <= last {
             let result = self
                 .session
@@ -273,15 +286,34 @@ impl EventLog for CqlEventLog {
         let Some(ev) = self.get_event(event_id).await? else {
             return Ok(false);
         };
-        let pos = ev.stream_pos;
+        self.redact_at(&ev.room_id, ev.stream_pos, event_id, redacted_pdu_json)
+            .await?;
+        Ok(true)
+    }
+
+    async fn events_at(
+        &self,
+        room_id: &str,
+        keys: &[(StreamPos, String)],
+    ) -> Result<Vec<LogEvent>> {
+        super::bodies::events_at(self, room_id, keys).await
+    }
+
+    async fn redact_at(
+        &self,
+        room_id: &str,
+        pos: StreamPos,
+        event_id: &str,
+        redacted_pdu_json: &str,
+    ) -> Result<()> {
         self.session
             .execute_unpaged(
                 &self.st.redact,
-                (redacted_pdu_json, ev.room_id.as_str(), bucket_of(pos), pos),
+                (redacted_pdu_json, room_id, self.bucket(pos), pos, event_id),
             )
             .await
             .map_err(db_error)?;
-        Ok(true)
+        Ok(())
     }
 
     async fn delete_room(&self, room_id: &str) -> Result<u64> {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 
-use super::SqlStore;
+use super::{flag, multi_row, SqlStore};
 use crate::{
     error::Result,
     storage::{
@@ -12,11 +12,15 @@ use crate::{
             CurrentStateWrite, DestinationRecord, FederationStore, OutboxRow, OutlierWrite,
             RemoteEventWrite, RemoteInviteRecord, SnapshotWrite, NO_SNAPSHOT,
         },
-        StreamPos,
+        StoredEvent, StreamPos,
     },
 };
 
-async fn write_snapshot(tx: &mut Transaction<'_, Any>, s: &SnapshotWrite) -> Result<()> {
+async fn write_snapshot(
+    tx: &mut Transaction<'_, Any>,
+    numbered: bool,
+    s: &SnapshotWrite,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO state_snapshots (snapshot_id, room_id, parent_id) VALUES ($1, $2, $3)",
     )
@@ -25,14 +29,17 @@ async fn write_snapshot(tx: &mut Transaction<'_, Any>, s: &SnapshotWrite) -> Res
     .bind(s.parent)
     .execute(&mut **tx)
     .await?;
-    for (t, k, e) in &s.entries {
-        sqlx::query("INSERT INTO state_snapshot_entries (snapshot_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)")
-            .bind(s.snapshot_id)
-            .bind(t)
-            .bind(k)
-            .bind(e)
-            .execute(&mut **tx)
-            .await?;
+    // A joined room's first snapshot is its whole state: many rows at a time.
+    for chunk in s.entries.chunks(multi_row::rows_per_chunk(4)) {
+        let sql = format!(
+            "INSERT INTO state_snapshot_entries (snapshot_id, event_type, state_key, event_id) VALUES {}",
+            multi_row::values("(?, ?, ?, ?)", chunk.len(), 1, numbered)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (t, k, e) in chunk {
+            q = q.bind(s.snapshot_id).bind(t).bind(k).bind(e);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -59,44 +66,84 @@ fn upsert_membership<'q>(
 
 async fn write_current(
     tx: &mut Transaction<'_, Any>,
+    numbered: bool,
     room_id: &str,
     pos: StreamPos,
     c: &CurrentStateWrite,
 ) -> Result<()> {
-    for (t, k, e) in &c.changed {
-        sqlx::query(
-            "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
+    // Rows go in chunks (the whole state when a room is joined over
+    // federation); a key listed twice keeps its last entry, as writing the
+    // entries one by one would.
+    let changed = multi_row::last_per_key(&c.changed, |(t, k, _)| (t.as_str(), k.as_str()));
+    for chunk in changed.chunks(multi_row::rows_per_chunk(4)) {
+        let sql = format!(
+            "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES {}
              ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
-        )
-        .bind(room_id)
-        .bind(t)
-        .bind(k)
-        .bind(e)
-        .execute(&mut **tx)
-        .await?;
+            multi_row::values("(?, ?, ?, ?)", chunk.len(), 1, numbered)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (t, k, e) in chunk {
+            q = q.bind(room_id).bind(t).bind(k).bind(e);
+        }
+        q.execute(&mut **tx).await?;
     }
     sqlx::query("UPDATE rooms SET current_snapshot = $1 WHERE room_id = $2")
         .bind(c.snapshot_id)
         .bind(room_id)
         .execute(&mut **tx)
         .await?;
-    for (user, membership, event_id) in &c.memberships {
-        upsert_membership(room_id, user, membership, event_id, pos)
-            .execute(&mut **tx)
-            .await?;
+    let memberships = multi_row::last_per_key(&c.memberships, |(user, _, _)| user.as_str());
+    for chunk in memberships.chunks(multi_row::rows_per_chunk(5)) {
+        let sql = format!(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) VALUES {}
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+                event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = 0",
+            multi_row::values("(?, ?, ?, ?, ?, 0)", chunk.len(), 1, numbered)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (user, membership, event_id) in chunk {
+            q = q
+                .bind(room_id)
+                .bind(user)
+                .bind(membership)
+                .bind(event_id)
+                .bind(pos);
+        }
+        q.execute(&mut **tx).await?;
     }
     sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1")
         .bind(room_id)
         .execute(&mut **tx)
         .await?;
-    for extremity in &c.forward_extremities {
-        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-            .bind(room_id)
-            .bind(extremity)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in c.forward_extremities.chunks(multi_row::rows_per_chunk(2)) {
+        let sql = format!(
+            "INSERT INTO forward_extremities (room_id, event_id) VALUES {}",
+            multi_row::values("(?, ?)", chunk.len(), 1, numbered)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for extremity in chunk {
+            q = q.bind(room_id).bind(extremity);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+const EVENT_COLUMNS: &str =
+    "stream_pos, event_id, room_id, pdu_json, state_before, rejected, txn_device, txn_id";
+
+fn event_from_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    let txn_device: Option<String> = row.try_get("txn_device")?;
+    let txn_id: Option<String> = row.try_get("txn_id")?;
+    Ok(StoredEvent {
+        stream_pos: row.try_get("stream_pos")?,
+        event_id: row.try_get("event_id")?,
+        room_id: row.try_get("room_id")?,
+        pdu_json: row.try_get("pdu_json")?,
+        state_before: row.try_get("state_before")?,
+        rejected: flag(row, "rejected")?,
+        txn: txn_device.zip(txn_id),
+    })
 }
 
 fn outbox_from_row(r: &AnyRow) -> Result<OutboxRow, sqlx::Error> {
@@ -122,9 +169,10 @@ fn destination_from_row(r: &AnyRow) -> Result<DestinationRecord, sqlx::Error> {
 #[async_trait]
 impl FederationStore for SqlStore {
     async fn persist_remote_event(&self, ev: &RemoteEventWrite) -> Result<()> {
+        let numbered = multi_row::numbered(&self.write);
         let mut tx = self.write.begin().await?;
         for s in &ev.snapshots {
-            write_snapshot(&mut tx, s).await?;
+            write_snapshot(&mut tx, numbered, s).await?;
         }
         // An outlier we already hold becomes part of the timeline: replace it.
         sqlx::query("DELETE FROM events WHERE event_id = $1 AND outlier = 1")
@@ -158,7 +206,7 @@ impl FederationStore for SqlStore {
                 .await?;
         }
         if let Some(c) = &ev.current {
-            write_current(&mut tx, &ev.room_id, ev.stream_pos, c).await?;
+            write_current(&mut tx, numbered, &ev.room_id, ev.stream_pos, c).await?;
         }
         if let Some((redacted_id, redacted_json)) = &ev.redaction {
             sqlx::query(
@@ -175,29 +223,53 @@ impl FederationStore for SqlStore {
     }
 
     async fn store_outliers(&self, events: &[OutlierWrite]) -> Result<()> {
+        let numbered = multi_row::numbered(&self.write);
         let mut tx = self.write.begin().await?;
-        for ev in events {
-            sqlx::query(
+        for chunk in events.chunks(multi_row::rows_per_chunk(10)) {
+            let sql = format!(
                 "INSERT INTO events (stream_pos, event_id, room_id, event_type, state_key, sender, origin_server_ts, depth,
                                      pdu_json, state_before, rejected, redacted, outlier)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, 0, 1)
+                 VALUES {}
                  ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(ev.stream_pos)
-            .bind(&ev.event_id)
-            .bind(&ev.room_id)
-            .bind(&ev.event_type)
-            .bind(&ev.state_key)
-            .bind(&ev.sender)
-            .bind(ev.origin_server_ts)
-            .bind(ev.depth)
-            .bind(&ev.pdu_json)
-            .bind(ev.rejected as i64)
-            .execute(&mut *tx)
-            .await?;
+                multi_row::values("(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 1)", chunk.len(), 1, numbered)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ev in chunk {
+                q = q
+                    .bind(ev.stream_pos)
+                    .bind(&ev.event_id)
+                    .bind(&ev.room_id)
+                    .bind(&ev.event_type)
+                    .bind(&ev.state_key)
+                    .bind(&ev.sender)
+                    .bind(ev.origin_server_ts)
+                    .bind(ev.depth)
+                    .bind(&ev.pdu_json)
+                    .bind(ev.rejected as i64);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        let numbered = multi_row::numbered(&self.read);
+        let mut out = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(multi_row::rows_per_chunk(1)) {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+                multi_row::values("?", chunk.len(), 1, numbered)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.read).await? {
+                out.push(event_from_row(&row)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn store_backfilled(&self, events: &[OutlierWrite]) -> Result<usize> {
@@ -320,7 +392,7 @@ impl FederationStore for SqlStore {
 
     async fn create_snapshot(&self, snapshot: &SnapshotWrite) -> Result<()> {
         let mut tx = self.write.begin().await?;
-        write_snapshot(&mut tx, snapshot).await?;
+        write_snapshot(&mut tx, multi_row::numbered(&self.write), snapshot).await?;
         tx.commit().await?;
         Ok(())
     }

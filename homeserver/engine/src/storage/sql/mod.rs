@@ -10,11 +10,13 @@ mod account_data;
 mod accounts;
 mod admin;
 mod backup;
+mod cluster;
 mod device_lists;
 mod federation;
 mod group_commit;
 mod keys;
 mod media;
+mod multi_row;
 mod push;
 mod receipts;
 mod rooms;
@@ -38,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_federation_rooms.sql")),
     (8, include_str!("../migrations/0008_admin.sql")),
     (9, include_str!("../migrations/0009_media_access.sql")),
+    (10, include_str!("../migrations/0010_cluster.sql")),
 ];
 
 pub struct SqlStore {
@@ -46,6 +49,8 @@ pub struct SqlStore {
     read: AnyPool,
     /// Persists accepted events in group-committed batches (`group_commit.rs`).
     events: group_commit::EventWriter,
+    /// SQLite is one process's database; PostgreSQL may be shared by instances.
+    is_sqlite: bool,
 }
 
 impl SqlStore {
@@ -72,6 +77,7 @@ impl SqlStore {
             write,
             read,
             events,
+            is_sqlite,
         })
     }
 }
@@ -113,6 +119,20 @@ async fn sqlite_pool(url: &str, max: u32) -> anyhow::Result<AnyPool> {
 }
 
 async fn run_migrations(pool: &AnyPool) -> anyhow::Result<()> {
+    if pool.connect_options().database_url.scheme() == "sqlite" {
+        return migrate(pool).await;
+    }
+    // Instances of one deployment may start together: one migrates, the
+    // others wait on this session lock and then find nothing left to do.
+    let mut conn = pool.acquire().await?;
+    conn.execute("SELECT pg_advisory_lock(7213748529)").await?;
+    let migrated = migrate(pool).await;
+    conn.execute("SELECT pg_advisory_unlock(7213748529)")
+        .await?;
+    migrated
+}
+
+async fn migrate(pool: &AnyPool) -> anyhow::Result<()> {
     pool.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
         .await?;
     let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
