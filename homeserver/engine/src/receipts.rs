@@ -218,20 +218,7 @@ impl ReceiptService {
     }
 
     async fn room_targets(&self, room_id: &RoomId) -> Vec<WakeTarget> {
-        match self.rooms.get(room_id).await {
-            Ok(Some(room)) => {
-                let st = room.read().await;
-                if st.is_large() {
-                    vec![WakeTarget::Room(room_id.to_string())]
-                } else {
-                    st.joined
-                        .iter()
-                        .map(|u| WakeTarget::User(u.clone()))
-                        .collect()
-                }
-            }
-            _ => Vec::new(),
-        }
+        self.rooms.wake_targets(room_id).await
     }
 
     /// Whether the room may have read receipts newer than `since`.

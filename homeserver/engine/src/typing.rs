@@ -224,20 +224,7 @@ impl TypingService {
         let Ok(id) = ruma::OwnedRoomId::try_from(room_id) else {
             return Vec::new();
         };
-        match self.rooms.get(&id).await {
-            Ok(Some(handle)) => {
-                let st = handle.read().await;
-                if st.is_large() {
-                    vec![WakeTarget::Room(room_id.to_owned())]
-                } else {
-                    st.joined
-                        .iter()
-                        .map(|u| WakeTarget::User(u.clone()))
-                        .collect()
-                }
-            }
-            _ => Vec::new(),
-        }
+        self.rooms.wake_targets(&id).await
     }
 
     /// Gives a change a position and wakes this instance's readers (each

@@ -278,6 +278,26 @@ impl RoomService {
         Ok(room)
     }
 
+    /// Whom a change in the room wakes: its joined members, or the room
+    /// itself when it is large. Empty for a room unknown here.
+    pub async fn wake_targets(&self, room_id: &RoomId) -> Vec<crate::sync::notifier::WakeTarget> {
+        use crate::sync::notifier::WakeTarget;
+        match self.get(room_id).await {
+            Ok(Some(room)) => {
+                let st = room.read().await;
+                if st.is_large() {
+                    vec![WakeTarget::Room(room_id.to_string())]
+                } else {
+                    st.joined
+                        .iter()
+                        .map(|u| WakeTarget::User(u.clone()))
+                        .collect()
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
     pub fn core(&self) -> &Arc<Core> {
         &self.core
     }

@@ -4,7 +4,11 @@
 use async_trait::async_trait;
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 
-use super::{flag, multi_row, SqlStore};
+use super::{
+    multi_row,
+    timeline::{event_from_row, EVENT_COLUMNS},
+    SqlStore,
+};
 use crate::{
     error::Result,
     storage::{
@@ -127,23 +131,6 @@ async fn write_current(
         q.execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-const EVENT_COLUMNS: &str =
-    "stream_pos, event_id, room_id, pdu_json, state_before, rejected, txn_device, txn_id";
-
-fn event_from_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
-    let txn_device: Option<String> = row.try_get("txn_device")?;
-    let txn_id: Option<String> = row.try_get("txn_id")?;
-    Ok(StoredEvent {
-        stream_pos: row.try_get("stream_pos")?,
-        event_id: row.try_get("event_id")?,
-        room_id: row.try_get("room_id")?,
-        pdu_json: row.try_get("pdu_json")?,
-        state_before: row.try_get("state_before")?,
-        rejected: flag(row, "rejected")?,
-        txn: txn_device.zip(txn_id),
-    })
 }
 
 fn outbox_from_row(r: &AnyRow) -> Result<OutboxRow, sqlx::Error> {

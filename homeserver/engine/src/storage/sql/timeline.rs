@@ -10,10 +10,11 @@ use crate::{
     storage::{Direction, PersistEvent, StoredEvent, StreamPos, TimelineStore},
 };
 
-const EVENT_COLUMNS: &str =
+/// The columns [`event_from_row`] reads.
+pub(super) const EVENT_COLUMNS: &str =
     "stream_pos, event_id, room_id, pdu_json, state_before, rejected, txn_device, txn_id";
 
-fn event_from_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+pub(super) fn event_from_row(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     let txn_device: Option<String> = row.try_get("txn_device")?;
     let txn_id: Option<String> = row.try_get("txn_id")?;
     Ok(StoredEvent {
