@@ -8,6 +8,10 @@
 #   HS_CLUSTER_REDIS=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \
 #   ./scripts/cluster-local.sh 3          # build (release) and run until Ctrl-C
 #
+# With HS_CLUSTER_CQL=host:port the message bodies go to a CQL keyspace
+# (HS_CLUSTER_KEYSPACE, default hs_cluster; replication factor 1) and the
+# binary is built with `--features cql`.
+#
 # The database must exist (it is migrated on start). Then, for example:
 #   hs-bench latency --base-url http://127.0.0.1:8100 --instance http://127.0.0.1:8102
 #   hs-bench throughput --base-url http://127.0.0.1:8100 \
@@ -20,8 +24,10 @@ N="${1:-3}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${HS_CLUSTER_DIR:-$(mktemp -d /tmp/hs-cluster.XXXXXX)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hs-target-release}"
+FEATURES=()
+[ -z "${HS_CLUSTER_CQL:-}" ] || FEATURES=(--features cql)
 if [ -z "${HS_BINARY:-}" ]; then
-    (cd "$ROOT" && cargo build --release -p homeserver)
+    (cd "$ROOT" && cargo build --release -p homeserver "${FEATURES[@]}")
     HS_BINARY="$CARGO_TARGET_DIR/release/homeserver"
 fi
 seeds="$(echo "$HS_CLUSTER_REDIS" | sed 's/[^,][^,]*/"&"/g')"
@@ -53,6 +59,10 @@ path = "$DIR/media"
 [cluster]
 redis = [$seeds]
 instance_id = $i
+$(if [ -n "${HS_CLUSTER_CQL:-}" ]; then
+    printf '\n[storage.cql]\ncontact_points = ["%s"]\nkeyspace = "%s"\nreplication_factor = 1\n' \
+        "$HS_CLUSTER_CQL" "${HS_CLUSTER_KEYSPACE:-hs_cluster}"
+fi)
 
 [logging]
 level = "warn"

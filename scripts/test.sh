@@ -740,10 +740,11 @@ step_scaleout() {
     cargo clippy -p homeserver --features cql --bins -- -D warnings
     cargo test -p hs-engine --features cql --test cql_timeline --no-fail-fast
     cargo test -p hs-engine --features cql --test storage_conformance --no-fail-fast
-    # Several instances on one PostgreSQL database and the Redis Cluster
-    # (homeserver/tests/scaleout.rs); a missing server fails them here.
+    # Several instances on one PostgreSQL database and the Redis Cluster, and
+    # three of them on the Cassandra timeline too (homeserver/tests/scaleout.rs);
+    # a missing server fails them here.
     [ -n "${HS_TEST_POSTGRES_URL:-}" ] || { echo "no PostgreSQL available" >&2; return 1; }
-    HS_TEST_SCALEOUT=1 cargo test -p homeserver --test scaleout --no-fail-fast
+    HS_TEST_SCALEOUT=1 cargo test -p homeserver --features cql --test scaleout --no-fail-fast
 }
 
 step_clients() {

@@ -15,6 +15,7 @@
 //!   server's peak RSS while it streams a 200 MB upload.
 
 mod connections;
+mod cpu;
 mod fanout;
 mod federation;
 mod latency;

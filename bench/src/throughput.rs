@@ -39,6 +39,10 @@ pub struct Args {
     /// Pad each message body to this many bytes.
     #[arg(long, default_value_t = 0)]
     pub body_bytes: usize,
+    /// `NAME=PID` of a server process to report CPU time for (with its
+    /// descendants, e.g. a PostgreSQL postmaster); repeatable, same machine.
+    #[arg(long = "cpu")]
+    pub cpu: Vec<crate::cpu::Watched>,
 }
 
 /// What one sender got done.
@@ -84,6 +88,7 @@ pub async fn run(args: Args) -> Result<()> {
     let padding = "x".repeat(args.body_bytes);
     let per_sender = args.messages / args.concurrency as u64;
     let remainder = args.messages % args.concurrency as u64;
+    let cpu_before = crate::cpu::sample(&args.cpu);
     let started = Instant::now();
     let tasks = senders.iter().enumerate().map(|(i, sender)| {
         let quota = per_sender + u64::from((i as u64) < remainder);
@@ -98,6 +103,7 @@ pub async fn run(args: Args) -> Result<()> {
     });
     let reports = futures::future::join_all(tasks.map(tokio::spawn)).await;
     let elapsed = started.elapsed();
+    let cpu_after = crate::cpu::sample(&args.cpu);
     let reports: Vec<SenderReport> = reports
         .into_iter()
         .collect::<Result<_, _>>()
@@ -129,6 +135,14 @@ pub async fn run(args: Args) -> Result<()> {
         println!("  send acknowledgement (PUT round trip under load)");
         println!("{summary}");
     }
+    crate::cpu::report(
+        &args.cpu,
+        &cpu_before,
+        &cpu_after,
+        elapsed.as_secs_f64(),
+        acked,
+        "message",
+    );
     let retries: u64 = senders.iter().map(Session::rate_limited_retries).sum();
     if retries > 0 {
         println!("  WARNING: {retries} requests were rate-limited and retried; figures include the waits");

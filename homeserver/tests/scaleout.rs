@@ -633,3 +633,123 @@ async fn without_redis_typing_and_presence_requests_still_succeed() {
     assert!(shown, "typing did not cross instances after Redis returned");
     c.shutdown().await;
 }
+
+/// The scale-out layout in full: three instances on one PostgreSQL database,
+/// the Redis Cluster and one CQL keyspace holding the message bodies. Users
+/// on instances 1 and 3 talk at once; both see one history, exactly once; a
+/// new device on instance 2 pages all of it back from the CQL log; clients of
+/// an instance that dies resume on another and miss nothing.
+#[cfg(feature = "cql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_one_cql_timeline() {
+    if !cluster::available() {
+        return;
+    }
+    let url = std::env::var("HS_TEST_CQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("HS_TEST_SCALEOUT=1 with the cql feature needs HS_TEST_CQL_URL");
+    let cql = engine::config::Cql {
+        contact_points: vec![url],
+        keyspace: format!("hs_scale_{:016x}", rand::random::<u64>()),
+        replication_factor: 1,
+        ..engine::config::Cql::default()
+    };
+    let mut c = cluster::Cluster::start_with(3, cluster::redis_cluster(), {
+        let cql = cql.clone();
+        move |conf| conf.storage.cql = cql.clone()
+    })
+    .await;
+    // A keyspace made by a cluster records the cluster's bucket shift.
+    let log = engine::storage::cql::CqlEventLog::connect(&cql)
+        .await
+        .expect("connect to the test keyspace");
+    assert_eq!(log.bucket_shift(), engine::config::CLUSTER_BUCKET_SHIFT);
+
+    let alice = c.instances[0].register("alice").await;
+    let bob = c.instances[2].register("bob").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.join(&room).await;
+    let (mut bob_sync, _) = SyncCursor::initial(&bob, Some(FILTER)).await;
+    let (mut alice_sync, _) = SyncCursor::initial(&alice, Some(FILTER)).await;
+    let (from_alice, from_bob) = (texts("alice", 30), texts("bob", 30));
+    tokio::join!(
+        async {
+            for t in &from_alice {
+                alice.send_text(&room, t).await;
+            }
+        },
+        async {
+            for t in &from_bob {
+                bob.send_text(&room, t).await;
+            }
+        }
+    );
+    let everything = |got: &[serde_json::Value]| common::bodies(got).len() == 60;
+    let at_bob = bob_sync
+        .collect_until(&room, Duration::from_secs(20), everything)
+        .await;
+    let at_alice = alice_sync
+        .collect_until(&room, Duration::from_secs(20), everything)
+        .await;
+    let by = |got: &[String], who: &str| -> Vec<String> {
+        got.iter().filter(|b| b.starts_with(who)).cloned().collect()
+    };
+    for got in [common::bodies(&at_bob), common::bodies(&at_alice)] {
+        assert_exactly_once(&by(&got, "alice"), &from_alice);
+        assert_exactly_once(&by(&got, "bob"), &from_bob);
+    }
+    assert_eq!(common::event_ids(&at_bob), common::event_ids(&at_alice));
+
+    // History survives re-login: a new device on instance 2 pages the whole
+    // room back, bodies and all, in the order the syncs delivered it.
+    let carol = c.instances[1].login("bob", common::PASSWORD).await;
+    let mut back = carol.paginate_all(&room, None, "b", 7).await;
+    back.reverse();
+    let messages: Vec<_> = back
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .collect();
+    assert_eq!(common::event_ids(&messages), common::event_ids(&at_bob));
+    assert_eq!(common::bodies(&messages), common::bodies(&at_bob));
+    let middle = common::event_ids(&at_bob)[30].clone();
+    let ctx = carol.context(&room, &middle, 4).await.ok();
+    assert_eq!(ctx["event"]["event_id"], middle.as_str());
+    assert_eq!(ctx["events_before"].as_array().map(Vec::len), Some(2));
+    assert_eq!(ctx["events_after"].as_array().map(Vec::len), Some(2));
+
+    // Instance 3 dies mid-stream; bob resumes on instance 2 with his token.
+    let sent = texts("m", 40);
+    let sender = {
+        let (alice, room, sent) = (alice.clone(), room.clone(), sent.clone());
+        tokio::spawn(async move {
+            for t in &sent {
+                alice.send_text(&room, t).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let part = bob_sync
+        .collect_until(&room, Duration::from_secs(20), |g| {
+            common::bodies(g).len() >= 10
+        })
+        .await;
+    c.instances[2].stop().await;
+    bob_sync.client = bob.on(&c.instances[1]);
+    let have = common::bodies(&part).len();
+    let rest = bob_sync
+        .collect_until(&room, Duration::from_secs(30), |g| {
+            have + common::bodies(g).len() >= sent.len()
+        })
+        .await;
+    sender.await.unwrap();
+    let mut got = common::bodies(&part);
+    got.extend(common::bodies(&rest));
+    assert_exactly_once(&got, &sent);
+
+    c.shutdown().await;
+    let _ = log
+        .session()
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", cql.keyspace), ())
+        .await;
+}

@@ -13,7 +13,9 @@ pub use cluster::{Cluster, MAX_INSTANCES};
 mod media;
 pub use media::{BlobStoreKind, Media, ThumbnailMethod, ThumbnailSize, S3};
 mod storage;
-pub use storage::{Cql, CqlConsistency, Storage};
+pub use storage::{
+    Cql, CqlConsistency, Storage, CLUSTER_BUCKET_SHIFT, SINGLE_INSTANCE_BUCKET_SHIFT,
+};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

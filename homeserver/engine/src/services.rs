@@ -55,6 +55,7 @@ impl Services {
             &config.database.url,
             config.database.max_connections,
             &config.storage.cql,
+            config.cluster.enabled(),
         )
         .await?;
         // Typing and presence take stream positions without persisting anything,

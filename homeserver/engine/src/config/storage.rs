@@ -27,6 +27,12 @@ pub struct Cql {
     /// means every instance reads what any instance wrote.
     pub read_consistency: CqlConsistency,
     pub write_consistency: CqlConsistency,
+    /// `bucket = stream_pos >> bucket_shift` for the keyspace's partitions,
+    /// recorded when the keyspace is created and kept for its life (a later
+    /// change is ignored: rows are found by recomputing their bucket). Unset:
+    /// 20 for one instance, 26 with `[cluster]`, where positions advance up
+    /// to 64 per event (docs/scale-out.md, "Partitions").
+    pub bucket_shift: Option<u32>,
 }
 
 impl Default for Cql {
@@ -38,11 +44,29 @@ impl Default for Cql {
             datacenter: String::new(),
             read_consistency: CqlConsistency::LocalQuorum,
             write_consistency: CqlConsistency::LocalQuorum,
+            bucket_shift: None,
         }
     }
 }
 
+/// The bucket shift of a new single-instance keyspace: 2^20 positions.
+pub const SINGLE_INSTANCE_BUCKET_SHIFT: u32 = 20;
+/// The bucket shift of a new keyspace shared by several instances: each
+/// event advances positions by up to 64 (one per possible instance), so 2^6
+/// more positions keep a bucket's span of traffic the same.
+pub const CLUSTER_BUCKET_SHIFT: u32 = 26;
+
 impl Cql {
+    /// The shift a new keyspace records: `bucket_shift`, or the default for
+    /// one instance or a cluster.
+    pub fn bucket_shift_for(&self, clustered: bool) -> u32 {
+        self.bucket_shift.unwrap_or(if clustered {
+            CLUSTER_BUCKET_SHIFT
+        } else {
+            SINGLE_INSTANCE_BUCKET_SHIFT
+        })
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         let ks = &self.keyspace;
         // CQL identifiers: a letter, then letters, digits or underscores, at most 48.
@@ -53,6 +77,9 @@ impl Cql {
             anyhow::bail!(
                 "storage.cql.keyspace {ks:?} must be a letter then up to 47 letters, digits or '_'"
             );
+        }
+        if self.bucket_shift.is_some_and(|s| !(8..=62).contains(&s)) {
+            anyhow::bail!("storage.cql.bucket_shift must be between 8 and 62");
         }
         if self.replication_factor == 0 {
             anyhow::bail!("storage.cql.replication_factor must be at least 1");

@@ -393,28 +393,37 @@ impl Storage {
     /// Connects to the SQL database and, when `cql` names contact points, to
     /// the CQL event log, which then holds the bodies of timeline messages
     /// (`cql/split`, docs/scale-out.md).
+    /// A new keyspace records `cql.bucket_shift_for(clustered)`.
     pub async fn connect_with(
         url: &str,
         max_connections: u32,
         cql: &crate::config::Cql,
+        clustered: bool,
     ) -> anyhow::Result<Self> {
         let storage = Self::connect(url, max_connections).await?;
         if cql.contact_points.is_empty() {
             return Ok(storage);
         }
-        storage.with_cql(cql).await
+        storage.with_cql(cql, cql.bucket_shift_for(clustered)).await
     }
 
     #[cfg(feature = "cql")]
-    async fn with_cql(self, config: &crate::config::Cql) -> anyhow::Result<Self> {
-        let log = cql::CqlEventLog::connect(config)
+    async fn with_cql(self, config: &crate::config::Cql, shift: u32) -> anyhow::Result<Self> {
+        let log = cql::CqlEventLog::connect_with_bucket_shift(config, shift)
             .await
             .map_err(|e| anyhow::anyhow!("connecting to [storage.cql]: {e}"))?;
+        if log.bucket_shift() != shift {
+            tracing::warn!(
+                recorded = log.bucket_shift(),
+                wanted = shift,
+                "the CQL keyspace keeps the bucket shift it was created with"
+            );
+        }
         Ok(self.with_event_log(Arc::new(log)))
     }
 
     #[cfg(not(feature = "cql"))]
-    async fn with_cql(self, _config: &crate::config::Cql) -> anyhow::Result<Self> {
+    async fn with_cql(self, _config: &crate::config::Cql, _shift: u32) -> anyhow::Result<Self> {
         anyhow::bail!(
             "[storage.cql] is configured, but this build has no CQL support (build with `--features cql`)"
         )

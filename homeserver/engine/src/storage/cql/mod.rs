@@ -53,7 +53,7 @@ use statements::Statements;
 /// call for a larger shift, e.g. 42 (about 17 minutes of milliseconds
 /// shifted by 20 bits): pass it to [`CqlEventLog::connect_with_bucket_shift`]
 /// when creating such a keyspace.
-pub const DEFAULT_BUCKET_SHIFT: u32 = 20;
+pub const DEFAULT_BUCKET_SHIFT: u32 = crate::config::SINGLE_INSTANCE_BUCKET_SHIFT;
 
 /// Positions per bucket under [`DEFAULT_BUCKET_SHIFT`].
 pub const BUCKET_SIZE: StreamPos = 1 << DEFAULT_BUCKET_SHIFT;
