@@ -4,9 +4,10 @@
 //!
 //! Every member has the server-default ruleset (compiled once, as the
 //! homeserver caches it) and their own display name. The message is an
-//! ordinary group message without mentions, so each evaluation walks every
-//! override rule and the content rule's word-bounded glob before
-//! `.m.rule.message` matches: the common and the slowest path.
+//! ordinary group message without mentions, so each evaluation tries every
+//! override rule (the spec has no default content rules since v1.17) and the
+//! underride rules before it before `.m.rule.message` matches: the common and
+//! the slowest path of the default rules.
 
 use std::time::{Duration, Instant};
 

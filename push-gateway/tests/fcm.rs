@@ -167,3 +167,33 @@ async fn concurrency_limit_is_respected() {
     assert_eq!(env.fcm.delivered().len(), 12);
     assert_eq!(env.fcm.max_in_flight(), 3);
 }
+
+#[tokio::test]
+async fn a_vendor_that_does_not_answer_in_time_is_retried_then_left_to_the_homeserver() {
+    let env = common::start(|c| {
+        c.vendor_timeout_ms = 200;
+        c.max_attempts = 2;
+    })
+    .await;
+    // Obtain the access token first, so only messages:send is slow.
+    let warm = notification("$warm", json!([device(FCM_APP, "warm")]));
+    assert_eq!(env.notify(&warm).await.0, 200);
+    env.fcm.set_delay(Duration::from_secs(2));
+    let started = Instant::now();
+    let body = notification("$slow", json!([device(FCM_APP, "slow")]));
+    let (status, error) = env.notify(&body).await;
+    assert_eq!((status, &error["errcode"]), (502, &json!("M_UNKNOWN")));
+    // Two attempts of 200 ms each, each cut short of the vendor's 2 s.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    let metrics = env.metrics().await;
+    assert!(metrics.contains(&format!(
+        "push_gateway_deliveries_total{{app_id=\"{FCM_APP}\",vendor=\"fcm\",outcome=\"retry_later\"}} 1"
+    )));
+    // The vendor recovers; the homeserver's retry goes through.
+    env.fcm.set_delay(Duration::ZERO);
+    assert_eq!(env.notify(&body).await.0, 200);
+}

@@ -1,11 +1,14 @@
 //! A local APNs provider API server: HTTP/2 over TLS, token authentication.
 //!
 //! `POST /3/device/{token}` checks the ES256 provider token (key id, team id,
-//! signature, age, and how often it changes) and the `apns-*` headers, then
+//! signature, age, and how often it changes on one connection: APNs wants one
+//! token per connection, replaced at most every 20 minutes) and the `apns-*`
+//! headers, then
 //! answers like APNs: 200 with an `apns-id`, or an error status with
 //! `{"reason": ...}` (410 adds a `timestamp`).
 
 use std::{
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -13,7 +16,7 @@ use std::{
 
 use axum::{
     body::Bytes,
-    extract::{Path as UrlPath, State},
+    extract::{ConnectInfo, Path as UrlPath, State},
     http::{HeaderMap, StatusCode, Version},
     response::{IntoResponse, Response},
     routing::post,
@@ -34,7 +37,7 @@ use crate::{config::AppConfig, jwt, ApnsConfig};
 
 /// APNs refuses provider tokens older than this.
 const TOKEN_MAX_AGE: u64 = 3600;
-/// APNs throttles providers that switch tokens more often than this.
+/// APNs throttles connections that switch tokens more often than this.
 const TOKEN_MIN_INTERVAL: Duration = Duration::from_secs(20 * 60);
 /// APNs payload limit for regular pushes.
 const MAX_PAYLOAD: usize = 4096;
@@ -59,9 +62,10 @@ struct ApnsState {
     team_id: String,
     topic: String,
     public_key: Vec<u8>,
-    /// The provider token in use and since when.
-    current_token: std::sync::Mutex<Option<(String, Instant)>>,
-    distinct_tokens: std::sync::atomic::AtomicUsize,
+    /// The provider token in use on each connection, and since when.
+    current_token: std::sync::Mutex<HashMap<u64, (String, Instant)>>,
+    /// Every provider token accepted.
+    tokens_seen: std::sync::Mutex<HashSet<String>>,
     auth_failures: std::sync::atomic::AtomicUsize,
     delivered: std::sync::Mutex<Vec<ApnsDelivery>>,
     delivered_notify: Notify,
@@ -97,7 +101,7 @@ impl ApnsSim {
             topic: topic.to_string(),
             public_key: pair.public_key().as_ref().to_vec(),
             current_token: Default::default(),
-            distinct_tokens: Default::default(),
+            tokens_seen: Default::default(),
             auth_failures: Default::default(),
             delivered: Default::default(),
             delivered_notify: Notify::new(),
@@ -106,10 +110,12 @@ impl ApnsSim {
         });
         let router = Router::new()
             .route("/3/device/{token}", post(push))
-            .with_state(state.clone());
+            .with_state(state.clone())
+            .into_make_service_with_connect_info::<tls::Conn>();
         let listener = tls::TlsListener {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(pki.server),
+            accepted: 0,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -214,9 +220,7 @@ impl ApnsSim {
 
     /// How many different provider tokens were accepted.
     pub fn distinct_provider_tokens(&self) -> usize {
-        self.state
-            .distinct_tokens
-            .load(std::sync::atomic::Ordering::SeqCst)
+        lock(&self.state.tokens_seen).len()
     }
 
     /// Requests refused for a missing, invalid or expired provider token.
@@ -252,6 +256,7 @@ fn reason(status: StatusCode, reason: &str) -> Response {
 /// Checks the provider token; `Err` is the status and reason to answer.
 fn check_provider_token(
     state: &ApnsState,
+    conn: u64,
     headers: &HeaderMap,
 ) -> Result<(), (StatusCode, &'static str)> {
     let fail = |status: StatusCode, why: &'static str| {
@@ -286,16 +291,14 @@ fn check_provider_token(
         return fail(StatusCode::FORBIDDEN, "ExpiredProviderToken");
     }
     let mut current = lock(&state.current_token);
-    match current.as_ref() {
+    match current.get(&conn) {
         Some((same, _)) if same == token => {}
         Some((_, since)) if since.elapsed() < TOKEN_MIN_INTERVAL => {
             return fail(StatusCode::TOO_MANY_REQUESTS, "TooManyProviderTokenUpdates");
         }
         _ => {
-            *current = Some((token.to_string(), Instant::now()));
-            state
-                .distinct_tokens
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            current.insert(conn, (token.to_string(), Instant::now()));
+            lock(&state.tokens_seen).insert(token.to_string());
         }
     }
     Ok(())
@@ -303,6 +306,7 @@ fn check_provider_token(
 
 async fn push(
     State(state): State<Arc<ApnsState>>,
+    ConnectInfo(conn): ConnectInfo<tls::Conn>,
     UrlPath(device_token): UrlPath<String>,
     version: Version,
     headers: HeaderMap,
@@ -312,7 +316,7 @@ async fn push(
     if version != Version::HTTP_2 {
         return reason(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "BadRequest");
     }
-    if let Err((status, why)) = check_provider_token(&state, &headers) {
+    if let Err((status, why)) = check_provider_token(&state, conn.serial, &headers) {
         return reason(status, why);
     }
     let header = |name: &str| {

@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use axum::{extract::connect_info::Connected, serve::IncomingStream};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{
@@ -61,11 +62,28 @@ pub fn test_pki() -> anyhow::Result<TestPki> {
 pub struct TlsListener {
     pub tcp: TcpListener,
     pub acceptor: TlsAcceptor,
+    /// Connections accepted so far (numbers the next [`Conn`]).
+    pub accepted: u64,
+}
+
+/// One accepted connection: handlers see it as `ConnectInfo<Conn>` and can
+/// keep per-connection state, as APNs does for provider tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// Unique per listener.
+    pub serial: u64,
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Conn {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        *stream.remote_addr()
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = Conn;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
@@ -77,12 +95,20 @@ impl axum::serve::Listener for TlsListener {
                 }
             };
             if let Ok(stream) = self.acceptor.accept(tcp).await {
-                return (stream, addr);
+                self.accepted += 1;
+                let conn = Conn {
+                    peer: addr,
+                    serial: self.accepted,
+                };
+                return (stream, conn);
             }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(Conn {
+            peer: self.tcp.local_addr()?,
+            serial: 0,
+        })
     }
 }

@@ -22,6 +22,15 @@ use crate::{error::Result, storage::QueuedPush, util::now_ms};
 const ROUND: usize = 200;
 const CONCURRENCY: usize = 32;
 
+/// How long to wait before retrying a delivery that has failed `attempts`
+/// times before this failure: `retry_initial_ms`, doubling with each
+/// failure, at most `retry_max_ms`.
+pub(super) fn backoff_ms(cfg: &crate::config::Push, attempts: i64) -> u64 {
+    cfg.retry_initial_ms
+        .saturating_mul(1u64 << attempts.clamp(0, 20))
+        .min(cfg.retry_max_ms)
+}
+
 /// What became of one attempt.
 enum Attempt {
     Delivered,
@@ -98,10 +107,7 @@ impl PushService {
                 store.push_done(&q).await
             }
             Attempt::Retry(why) => {
-                let backoff = cfg
-                    .retry_initial_ms
-                    .saturating_mul(1u64 << q.attempts.clamp(0, 20))
-                    .min(cfg.retry_max_ms);
+                let backoff = backoff_ms(cfg, q.attempts);
                 tracing::debug!(user_id = %q.pusher.user_id, %why, backoff, "push failed; will retry");
                 store
                     .push_retry(&q, q.attempts + 1, now_ms() + backoff as i64)

@@ -8,19 +8,11 @@ use super::{
     rules::{Ruleset, KINDS},
 };
 
-/// The spec's deprecated mention rules apply only to events without `m.mentions`.
-const LEGACY_MENTION_RULES: [&str; 3] = [
-    ".m.rule.contains_display_name",
-    ".m.rule.roomnotif",
-    ".m.rule.contains_user_name",
-];
-
 #[derive(Clone, Debug)]
 pub struct CompiledRule {
     pub kind: &'static str,
     pub rule_id: String,
     conditions: Vec<Condition>,
-    legacy_mention: bool,
     pub actions: Vec<Value>,
 }
 
@@ -85,7 +77,6 @@ impl CompiledRules {
                     kind,
                     rule_id: r.rule_id.clone(),
                     conditions,
-                    legacy_mention: LEGACY_MENTION_RULES.contains(&r.rule_id.as_str()),
                     actions: r.actions.clone(),
                 });
             }
@@ -96,13 +87,9 @@ impl CompiledRules {
     /// The matching rule's outcome for `who`, or `None` when no rule matches
     /// (no notification).
     pub fn evaluate(&self, ctx: &EventContext<'_>, who: &Recipient<'_>) -> Option<Outcome> {
-        let has_mentions = ctx.event["content"].get("m.mentions").is_some();
         self.rules
             .iter()
-            .find(|r| {
-                !(r.legacy_mention && has_mentions)
-                    && r.conditions.iter().all(|c| c.matches(ctx, who))
-            })
+            .find(|r| r.conditions.iter().all(|c| c.matches(ctx, who)))
             .map(CompiledRule::outcome)
     }
 }

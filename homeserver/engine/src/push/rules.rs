@@ -71,12 +71,15 @@ fn notify_sound_highlight() -> Value {
     json!(["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}])
 }
 
-/// The spec's server-default ruleset for `user_id`, every rule in the spec's order.
+/// The spec's server-default ruleset for `user_id`, every rule in the spec's
+/// order (spec v1.19, "Predefined Rules").
+///
+/// Since v1.17 (MSC4210) the spec has no legacy mention rules
+/// (`.m.rule.contains_display_name`, `.m.rule.roomnotif`,
+/// `.m.rule.contains_user_name`): mentions notify through `m.mentions` only.
+/// Rulesets stored before lose them on load ([`Ruleset::with_server_defaults`]);
+/// the `contains_display_name` condition still works in users' own rules.
 pub fn server_default(user_id: &str) -> Ruleset {
-    let localpart = user_id
-        .strip_prefix('@')
-        .and_then(|u| u.split(':').next())
-        .unwrap_or(user_id);
     let mut master = rule(".m.rule.master", json!([]), json!([]));
     master.enabled = false;
     let override_ = vec![
@@ -106,22 +109,9 @@ pub fn server_default(user_id: &str) -> Ruleset {
             notify_sound_highlight(),
         ),
         rule(
-            ".m.rule.contains_display_name",
-            json!([{"kind": "contains_display_name"}]),
-            notify_sound_highlight(),
-        ),
-        rule(
             ".m.rule.is_room_mention",
             json!([
                 {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true},
-                {"kind": "sender_notification_permission", "key": "room"}
-            ]),
-            json!(["notify", {"set_tweak": "highlight"}]),
-        ),
-        rule(
-            ".m.rule.roomnotif",
-            json!([
-                event_match("content.body", "@room"),
                 {"kind": "sender_notification_permission", "key": "room"}
             ]),
             json!(["notify", {"set_tweak": "highlight"}]),
@@ -153,17 +143,6 @@ pub fn server_default(user_id: &str) -> Ruleset {
             json!([]),
         ),
     ];
-    let content = vec![PushRule {
-        rule_id: ".m.rule.contains_user_name".to_owned(),
-        default: true,
-        enabled: true,
-        actions: notify_sound_highlight()
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-        conditions: None,
-        pattern: Some(localpart.to_owned()),
-    }];
     let one_to_one = |id: &str, kind: &str| {
         rule(
             id,
@@ -192,7 +171,7 @@ pub fn server_default(user_id: &str) -> Ruleset {
     ];
     Ruleset {
         override_,
-        content,
+        content: Vec::new(),
         room: Vec::new(),
         sender: Vec::new(),
         underride,

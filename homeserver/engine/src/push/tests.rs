@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::{
     conditions::{split_path, Condition, EventContext, Recipient},
     evaluator::CompiledRules,
-    rules::{server_default, PushRule, KINDS},
+    rules::{server_default, PushRule, Ruleset, KINDS},
 };
 
 const ALICE: &str = "@alice:example.org";
@@ -52,17 +52,14 @@ fn default_ruleset_is_the_specs_in_order() {
             ".m.rule.invite_for_me",
             ".m.rule.member_event",
             ".m.rule.is_user_mention",
-            ".m.rule.contains_display_name",
             ".m.rule.is_room_mention",
-            ".m.rule.roomnotif",
             ".m.rule.tombstone",
             ".m.rule.reaction",
             ".m.rule.room.server_acl",
             ".m.rule.suppress_edits",
         ]
     );
-    assert_eq!(ids(&r.content), [".m.rule.contains_user_name"]);
-    assert_eq!(r.content[0].pattern.as_deref(), Some("alice"));
+    assert!(r.content.is_empty(), "no legacy .m.rule.contains_user_name");
     assert_eq!(
         ids(&r.underride),
         [
@@ -131,15 +128,8 @@ fn each_default_rule() {
             Some((".m.rule.is_user_mention", true, true)),
         ),
         (
-            "display name, no m.mentions",
+            "display name in the body is no mention (legacy rule gone)",
             msg("hey Alice Liddell!"),
-            5,
-            0,
-            Some((".m.rule.contains_display_name", true, true)),
-        ),
-        (
-            "display name ignored with m.mentions",
-            json!({"type": "m.room.message", "content": {"body": "Alice Liddell", "m.mentions": {}}}),
             5,
             0,
             Some((".m.rule.message", true, false)),
@@ -159,17 +149,10 @@ fn each_default_rule() {
             Some((".m.rule.message", true, false)),
         ),
         (
-            "legacy @room",
+            "@room in the body is no room mention (legacy rule gone)",
             msg("@room lunch"),
             5,
             100,
-            Some((".m.rule.roomnotif", true, true)),
-        ),
-        (
-            "legacy @room without power",
-            msg("@room lunch"),
-            5,
-            0,
             Some((".m.rule.message", true, false)),
         ),
         (
@@ -208,15 +191,8 @@ fn each_default_rule() {
             Some((".m.rule.suppress_edits", false, false)),
         ),
         (
-            "user name",
+            "user name in the body is no mention (legacy rule gone)",
             msg("is alice there?"),
-            5,
-            0,
-            Some((".m.rule.contains_user_name", true, true)),
-        ),
-        (
-            "user name inside a word",
-            msg("malice"),
             5,
             0,
             Some((".m.rule.message", true, false)),
@@ -544,4 +520,139 @@ fn stored_rules_keep_user_changes_and_gain_new_defaults() {
         merged.get("underride", ".m.rule.call").unwrap().actions,
         vec![json!("notify")]
     );
+}
+
+/// The spec's server-default rules ("Predefined Rules"), written out as the
+/// spec lists them, for `@alice:example.org`: ids, order, conditions and
+/// actions must match exactly.
+#[test]
+fn default_rules_match_the_spec_word_for_word() {
+    let em =
+        |key: &str, pattern: &str| json!({"kind": "event_match", "key": key, "pattern": pattern});
+    let sound = |v: &str| json!({"set_tweak": "sound", "value": v});
+    let highlight = json!({"set_tweak": "highlight"});
+    let rule = |id: &str, enabled: bool, conditions: Value, actions: Value| json!({"rule_id": id, "default": true, "enabled": enabled, "conditions": conditions, "actions": actions});
+    let expected = json!({
+        "override": [
+            rule(".m.rule.master", false, json!([]), json!([])),
+            rule(".m.rule.suppress_notices", true, json!([em("content.msgtype", "m.notice")]), json!([])),
+            rule(".m.rule.invite_for_me", true,
+                json!([em("type", "m.room.member"), em("content.membership", "invite"), em("state_key", ALICE)]),
+                json!(["notify", sound("default")])),
+            rule(".m.rule.member_event", true, json!([em("type", "m.room.member")]), json!([])),
+            rule(".m.rule.is_user_mention", true,
+                json!([{"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids", "value": ALICE}]),
+                json!(["notify", sound("default"), highlight])),
+            rule(".m.rule.is_room_mention", true,
+                json!([{"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true},
+                       {"kind": "sender_notification_permission", "key": "room"}]),
+                json!(["notify", highlight])),
+            rule(".m.rule.tombstone", true,
+                json!([em("type", "m.room.tombstone"), em("state_key", "")]),
+                json!(["notify", highlight])),
+            rule(".m.rule.reaction", true, json!([em("type", "m.reaction")]), json!([])),
+            rule(".m.rule.room.server_acl", true,
+                json!([em("type", "m.room.server_acl"), em("state_key", "")]), json!([])),
+            rule(".m.rule.suppress_edits", true,
+                json!([{"kind": "event_property_is", "key": "content.m\\.relates_to.rel_type", "value": "m.replace"}]),
+                json!([])),
+        ],
+        "content": [],
+        "room": [],
+        "sender": [],
+        "underride": [
+            rule(".m.rule.call", true, json!([em("type", "m.call.invite")]), json!(["notify", sound("ring")])),
+            rule(".m.rule.encrypted_room_one_to_one", true,
+                json!([{"kind": "room_member_count", "is": "2"}, em("type", "m.room.encrypted")]),
+                json!(["notify", sound("default")])),
+            rule(".m.rule.room_one_to_one", true,
+                json!([{"kind": "room_member_count", "is": "2"}, em("type", "m.room.message")]),
+                json!(["notify", sound("default")])),
+            rule(".m.rule.message", true, json!([em("type", "m.room.message")]), json!(["notify"])),
+            rule(".m.rule.encrypted", true, json!([em("type", "m.room.encrypted")]), json!(["notify"])),
+        ],
+    });
+    assert_same_rules(
+        &serde_json::to_value(server_default(ALICE)).unwrap(),
+        &expected,
+    );
+}
+
+/// The same comparison against ruma's own list of the spec's predefined
+/// rules (`ruma::push::Ruleset::server_default`, written from spec v1.19
+/// independently of ours; no unstable features are enabled).
+#[test]
+fn default_rules_match_rumas_predefined_rules() {
+    let user = ruma::UserId::parse(ALICE).unwrap();
+    let theirs = serde_json::to_value(ruma::push::Ruleset::server_default(&user)).unwrap();
+    let ours = serde_json::to_value(server_default(ALICE)).unwrap();
+    assert_same_rules(&ours, &theirs);
+}
+
+/// Rule ids in order per kind first (the clearest failure), then each rule.
+fn assert_same_rules(got: &Value, want: &Value) {
+    let rules = |v: &Value, kind: &str| v[kind].as_array().cloned().unwrap_or_default();
+    for kind in KINDS {
+        let (got, want) = (rules(got, kind), rules(want, kind));
+        let ids = |rules: &[Value]| -> Vec<String> {
+            rules.iter().map(|r| r["rule_id"].to_string()).collect()
+        };
+        assert_eq!(ids(&got), ids(&want), "{kind} rule ids");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{kind} {}", w["rule_id"]);
+        }
+    }
+}
+
+#[test]
+fn delivery_retries_back_off_exponentially_up_to_the_cap() {
+    let cfg = crate::config::Push {
+        retry_initial_ms: 1_000,
+        retry_max_ms: 60_000,
+        ..Default::default()
+    };
+    let waits: Vec<u64> = (0..9)
+        .map(|a| super::delivery::backoff_ms(&cfg, a))
+        .collect();
+    assert_eq!(
+        waits,
+        [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]
+    );
+    // A corrupt or huge attempt count neither overflows nor goes below the first wait.
+    assert_eq!(super::delivery::backoff_ms(&cfg, i64::MAX), 60_000);
+    assert_eq!(super::delivery::backoff_ms(&cfg, -3), 1_000);
+}
+
+#[test]
+fn stored_legacy_mention_rules_are_dropped_but_user_rules_stay() {
+    let stored: Ruleset = serde_json::from_value(json!({
+        "override": [
+            {"rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
+             "conditions": [{"kind": "event_match", "key": "content.body", "pattern": "@room"}],
+             "actions": ["notify"]},
+            {"rule_id": "name", "default": false, "enabled": true,
+             "conditions": [{"kind": "contains_display_name"}], "actions": ["notify", {"set_tweak": "highlight"}]},
+        ],
+        "content": [
+            {"rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
+             "pattern": "alice", "actions": ["notify"]},
+            {"rule_id": "lunch", "default": false, "enabled": true, "pattern": "lunch", "actions": ["notify"]},
+        ],
+    }))
+    .unwrap();
+    let merged = stored.with_server_defaults(ALICE);
+    assert!(merged.get("override", ".m.rule.roomnotif").is_none());
+    assert!(merged
+        .get("content", ".m.rule.contains_user_name")
+        .is_none());
+    assert_eq!(merged.content.len(), 1);
+    // The user's own display-name rule (a deprecated but defined condition) still works.
+    let rules = CompiledRules::compile(&merged);
+    let hit = rules.evaluate(&ctx(&msg("Alice Liddell, lunch?"), 5, 0), &alice());
+    assert_eq!(
+        hit.map(|o| (o.rule_id, o.highlight)),
+        Some(("name".to_owned(), true))
+    );
+    let lunch = rules.evaluate(&ctx(&msg("lunch at one"), 5, 0), &alice());
+    assert_eq!(lunch.map(|o| o.rule_id), Some("lunch".to_owned()));
 }
