@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Path, RawQuery, State},
+    http::header,
+    response::{IntoResponse, Response},
     routing::{get, put},
     Json, Router,
 };
-use engine::services::Services;
+use engine::{federation::join_answer::RawJson, services::Services};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{
     auth::{FedRequest, Origin},
@@ -59,6 +61,16 @@ pub fn router() -> Router<AppState> {
             "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
             put(send_knock),
         )
+}
+
+/// A body that is already JSON (the `send_join` answer is spliced from
+/// stored events rather than serialised again: see `join_answer.rs`).
+fn json_response(body: RawJson) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into_string(),
+    )
+        .into_response()
 }
 
 /// The `ver` parameters of a query string (repeated, so not serde's job).
@@ -111,8 +123,8 @@ async fn send_knock(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     req: FedRequest,
-) -> FedResult<Json<Value>> {
-    Ok(Json(
+) -> FedResult<Response> {
+    Ok(json_response(
         send_membership(&state, &req, &room_id, &event_id, "knock").await?,
     ))
 }
@@ -136,7 +148,7 @@ async fn send_membership(
     room_id: &OwnedRoomId,
     event_id: &OwnedEventId,
     membership: &str,
-) -> FedResult<Value> {
+) -> FedResult<RawJson> {
     Ok(state
         .fed_rooms
         .send_membership(&req.origin, room_id, event_id, membership, &req.body)
@@ -147,8 +159,8 @@ async fn send_join_v2(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     req: FedRequest,
-) -> FedResult<Json<Value>> {
-    Ok(Json(
+) -> FedResult<Response> {
+    Ok(json_response(
         send_membership(&state, &req, &room_id, &event_id, "join").await?,
     ))
 }
@@ -157,17 +169,17 @@ async fn send_join_v1(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     req: FedRequest,
-) -> FedResult<Json<Value>> {
+) -> FedResult<Response> {
     let body = send_membership(&state, &req, &room_id, &event_id, "join").await?;
-    Ok(Json(json!([200, body])))
+    Ok(json_response(body.v1_wrapped()))
 }
 
 async fn send_leave_v2(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     req: FedRequest,
-) -> FedResult<Json<Value>> {
-    Ok(Json(
+) -> FedResult<Response> {
+    Ok(json_response(
         send_membership(&state, &req, &room_id, &event_id, "leave").await?,
     ))
 }
@@ -176,9 +188,9 @@ async fn send_leave_v1(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     req: FedRequest,
-) -> FedResult<Json<Value>> {
+) -> FedResult<Response> {
     let body = send_membership(&state, &req, &room_id, &event_id, "leave").await?;
-    Ok(Json(json!([200, body])))
+    Ok(json_response(body.v1_wrapped()))
 }
 
 async fn invite_v2(

@@ -15,7 +15,10 @@ use ruma::{
 };
 use serde_json::{json, Value};
 
-use super::rooms::{enc, event_id_of, remote_error, to_object, CheckedPdu, RoomFederation};
+use super::{
+    join_answer::RawJson,
+    rooms::{enc, event_id_of, remote_error, to_object, CheckedPdu, RoomFederation},
+};
 use crate::{
     error::{Error, Result},
     events::{
@@ -25,7 +28,7 @@ use crate::{
     },
     rooms::{
         remote::{outlier_write, Accepted},
-        state_res::{ids_of, snapshot_against, EventCache},
+        state_res::{ids_of, snapshot_against},
         RoomState, SUPPORTED_ROOM_VERSIONS,
     },
     storage::{
@@ -92,7 +95,8 @@ impl RoomFederation {
     }
 
     /// `PUT /send_join` and `/send_leave`: accepts the signed membership event
-    /// and, for a join, returns the room's state and auth chain.
+    /// and, for a join, returns the room's state and auth chain
+    /// ([`Self::join_answer`]).
     pub async fn send_membership(
         &self,
         origin: &ServerName,
@@ -100,7 +104,7 @@ impl RoomFederation {
         event_id: &EventId,
         membership: &str,
         body: &Value,
-    ) -> Result<Value> {
+    ) -> Result<RawJson> {
         let room = self.resident_room(room_id).await?;
         let version = {
             let st = room.read().await;
@@ -148,61 +152,15 @@ impl RoomFederation {
         if membership == "knock" {
             // Full events, as for invites (MSC4311).
             let knock_room_state = full_events(self.rooms.summary_state_pdus(&st, None).await?)?;
-            return Ok(json!({ "knock_room_state": knock_room_state }));
+            return Ok(RawJson::from_value(
+                &json!({ "knock_room_state": knock_room_state }),
+            ));
         }
         if membership != "join" {
-            return Ok(json!({}));
+            return Ok(RawJson::from_value(&json!({})));
         }
-        // The current state is in memory: its events start the auth chain
-        // walk without being read back; the rest is read a generation at a
-        // time, and every event's JSON in one batched read.
-        let mut cache = EventCache::default();
-        for pdu in st.state.values() {
-            cache.events.insert(pdu.event_id.clone(), pdu.clone());
-        }
-        let mut chain_ids = self
-            .rooms
-            .auth_chain(&mut cache, &st, state_before.values().cloned())
-            .await?;
-        chain_ids.extend(pdu.auth_events.iter().cloned());
-        let wanted: Vec<String> = state_before
-            .values()
-            .chain(chain_ids.iter())
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
-            .map(|id| id.to_string())
-            .collect();
-        let mut json_of: HashMap<String, String> = self
-            .core
-            .storage
-            .federation
-            .get_events(&wanted)
-            .await?
-            .into_iter()
-            .map(|ev| (ev.event_id, ev.pdu_json))
-            .collect();
-        let mut state = Vec::new();
-        for id in state_before.values() {
-            if let Some(json) = json_of.get(id.as_str()) {
-                state.push(serde_json::from_str::<Value>(json)?);
-            }
-        }
-        let mut auth_chain = Vec::new();
-        for id in &chain_ids {
-            if let Some(json) = json_of.remove(id.as_str()) {
-                auth_chain.push(serde_json::from_str::<Value>(&json)?);
-            }
-        }
-        let mut servers: Vec<String> = st.servers.keys().cloned().collect();
-        servers.sort();
-        Ok(json!({
-            "origin": self.core.server_name.as_str(),
-            "state": state,
-            "auth_chain": auth_chain,
-            "event": serde_json::from_str::<Value>(&json)?,
-            "members_omitted": false,
-            "servers_in_room": servers,
-        }))
+        self.join_answer(&st, &state_before, &pdu.auth_events, &json)
+            .await
     }
 
     /// `PUT /invite` (v2): one of our users is invited to a room on another
@@ -480,12 +438,21 @@ impl RoomFederation {
             enc(event_id.as_str())
         );
         let body: Value = serde_json::from_str(&json)?;
-        let response = self
+        let raw = self
             .fed
             .client
-            .request(server, Method::PUT, &path, Some(body))
+            .request_raw(server, Method::PUT, &path, Some(body))
             .await
             .map_err(remote_error)?;
+        // The events stay unparsed JSON until the checks, which parse them
+        // over the cores.
+        let response: SendJoinAnswer = serde_json::from_slice(&raw.body).map_err(|e| {
+            Error::new(
+                502,
+                "M_UNKNOWN",
+                format!("{server} sent an invalid send_join answer: {e}"),
+            )
+        })?;
         self.complete_join(server, room_id, &version, event_id, json, response)
             .await
     }
@@ -602,13 +569,13 @@ impl RoomFederation {
         version: &RoomVersionId,
         join_id: OwnedEventId,
         join_json: String,
-        mut response: Value,
+        response: SendJoinAnswer,
     ) -> Result<()> {
         let rules = version
             .rules()
             .ok_or_else(|| Error::unsupported_room_version(version.as_str()))?;
         // The resident may have countersigned our join; prefer its copy.
-        let join_json = match response.get("event") {
+        let join_json = match &response.event {
             Some(ev) if ev.is_object() => {
                 let object = to_object(ev)?;
                 if event_id_of(&object, &rules)? == join_id {
@@ -623,16 +590,13 @@ impl RoomFederation {
         let mut state_ids = Vec::new();
         // The auth chain first, then the state: all checked at once, over the
         // cores (`pdu_checks.rs`); an event that fails its checks is dropped.
-        let mut values = Vec::new();
-        let mut chain_len = 0;
-        for (list, is_state) in [("auth_chain", false), ("state", true)] {
-            if let Some(Value::Array(events)) = response.get_mut(list).map(Value::take) {
-                if !is_state {
-                    chain_len = events.len();
-                }
-                values.extend(events);
-            }
-        }
+        let SendJoinAnswer {
+            state,
+            auth_chain: mut values,
+            ..
+        } = response;
+        let chain_len = values.len();
+        values.extend(state);
         let checked_all = self.check_pdus(room_id, version, values).await?;
         for (i, checked) in checked_all.into_iter().enumerate() {
             let checked = match checked {
@@ -1007,6 +971,20 @@ impl RoomFederation {
             now_ms: now_ms(),
         }
     }
+}
+
+/// What `complete_join` reads of a `send_join` v2 answer. The events are
+/// kept as received: parsing 10,000 of them into values on the task that
+/// received them, then converting each into canonical JSON, was a large
+/// part of a remote join.
+#[derive(serde::Deserialize)]
+struct SendJoinAnswer {
+    #[serde(default)]
+    state: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    auth_chain: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    event: Option<Value>,
 }
 
 /// One `invite_room_state` entry as clients see it (`type`, `state_key`,

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod e2ee;
 pub mod edu;
 pub mod hierarchy;
+pub mod join_answer;
 pub mod key_queries;
 pub mod keys;
 pub mod knock;

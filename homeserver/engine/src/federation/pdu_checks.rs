@@ -16,7 +16,7 @@ use ruma::{
     room_version_rules::RoomVersionRules, signatures::PublicKeyMap, CanonicalJsonObject,
     CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
 };
-use serde_json::Value;
+use serde_json::{value::RawValue, Value};
 
 use super::{
     keys::{check_event_signatures, signature_needs, KeyCache, SignatureNeeds},
@@ -59,21 +59,22 @@ impl RoomFederation {
         finish(room_id, &rules, prepared, &map)
     }
 
-    /// [`Self::check_pdu`] for many PDUs: one result per value, in order.
-    /// The CPU-bound work is spread over the cores; each event gets exactly
-    /// the checks it would get alone.
+    /// [`Self::check_pdu`] for many PDUs, each still unparsed JSON (as
+    /// received: parsing them is part of the work spread over the cores):
+    /// one result per PDU, in order. Each event gets exactly the checks it
+    /// would get alone.
     pub async fn check_pdus(
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
-        values: Vec<Value>,
+        raws: Vec<Box<RawValue>>,
     ) -> Result<Vec<Result<CheckedPdu>>> {
         let rules = Arc::new(rules_of(version)?);
         let room: Arc<OwnedRoomId> = Arc::new(room_id.to_owned());
         let prepared = {
             let (rules, room) = (rules.clone(), room.clone());
-            parallel_map(values, move |value| {
-                prepare(&room, &rules, to_object(&value)?)
+            parallel_map(raws, move |raw| {
+                prepare(&room, &rules, object_of_raw(&raw)?)
             })
             .await?
         };
@@ -106,6 +107,19 @@ fn rules_of(version: &RoomVersionId) -> Result<RoomVersionRules> {
     version
         .rules()
         .ok_or_else(|| Error::unsupported_room_version(version.as_str()))
+}
+
+/// A received PDU's JSON as a canonical JSON object. The parsed value is
+/// moved into the canonical form, not serialised into it as
+/// [`to_object`] must do for a borrowed value.
+fn object_of_raw(raw: &RawValue) -> Result<CanonicalJsonObject> {
+    let value: Value = serde_json::from_str(raw.get())
+        .map_err(|e| Error::bad_json(format!("PDU is not JSON: {e}")))?;
+    match CanonicalJsonValue::try_from(value) {
+        Ok(CanonicalJsonValue::Object(o)) => Ok(o),
+        Ok(_) => Err(Error::bad_json("PDU is not an object")),
+        Err(e) => Err(Error::bad_json(format!("PDU is not canonical JSON: {e}"))),
+    }
 }
 
 /// Format, event id and room; what the signature check will need.

@@ -199,18 +199,37 @@ impl RoomService {
         Ok((snapshot.snapshot_id, resolved, vec![snapshot]))
     }
 
-    /// The events of a state given by ids.
+    /// The events of a state given by ids. Those also in the room's current
+    /// state are taken from memory, the rest read in one batch: the state
+    /// before an event is usually the current state, and reading a large
+    /// room's 10,000 events one query at a time made each check take seconds.
     pub async fn pdus_of(
         &self,
         cache: &mut EventCache,
         st: &RoomState,
         state: &IdState,
     ) -> Result<auth::StateMap> {
-        let mut out = auth::StateMap::new();
+        let mut out = auth::StateMap::with_capacity(state.len());
+        let mut missing = Vec::new();
         for (key, id) in state {
-            match self.load_pdu(cache, st, id).await? {
+            match st.state.get(key) {
+                Some(p) if p.event_id == *id => {
+                    out.insert(key.clone(), p.clone());
+                }
+                _ => missing.push(id.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        self.load_pdus(cache, st, &missing).await?;
+        for (key, id) in state {
+            if out.contains_key(key) {
+                continue;
+            }
+            match cache.events.get(id) {
                 Some(p) => {
-                    out.insert(key.clone(), p);
+                    out.insert(key.clone(), p.clone());
                 }
                 None => return Err(Error::unknown(format!("state event {id} is not held"))),
             }
