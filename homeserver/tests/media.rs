@@ -3,10 +3,17 @@
 //! thumbnails of every configured size and method, on-demand sizes, animated
 //! thumbnails; refusals (401, 404, corrupt images, decompression bombs,
 //! M_TOO_LARGE, quota, rate limit); asynchronous uploads; the legacy switch.
-//! The format scenario runs on the filesystem store and on a real
+//! Every scenario here, in `media/limits.rs` and in `media/metadata.rs` runs
+//! twice, as `fs::<name>` on the filesystem store and as `s3::<name>` on a real
 //! S3-compatible server (S3Proxy, started by scripts/test.sh). `media/admin.rs`
-//! deletes media through the admin API; `media/federation.rs` fetches and
-//! caches another server's media.
+//! deletes media through the admin API and `media/federation.rs` fetches and
+//! caches another server's media, on both stores too; `media/runtime.rs`
+//! checks that decoding leaves the async runtime free.
+
+// First, so that its `on_both_stores!` is visible in the modules after it.
+#[macro_use]
+#[path = "media/support.rs"]
+mod support;
 
 #[path = "media/admin.rs"]
 mod admin;
@@ -15,15 +22,24 @@ mod common;
 mod federation;
 #[path = "media/limits.rs"]
 mod limits;
-#[path = "media/support.rs"]
-mod support;
+#[path = "media/metadata.rs"]
+mod metadata;
+#[path = "media/runtime.rs"]
+mod runtime;
 
 use image::GenericImageView;
 use reqwest::Method;
 use support::*;
 
+on_both_stores!(
+    formats,
+    metadata_kept_when_stripping_is_off,
+    authenticated_endpoints_refuse_anonymous_clients,
+    legacy_endpoints_follow_the_switch,
+);
+
 /// Everything a client sees of one upload of each format, on `store`.
-async fn formats_scenario(store: Store) {
+async fn formats(store: Store) {
     let ms = start(store, |_| {}).await;
     let base = ms.server.base_url.clone();
     let token = ms.server.register_no_password("alice").await.access_token;
@@ -38,6 +54,7 @@ async fn formats_scenario(store: Store) {
         .ok();
     let (server, png_id) = split_mxc(r.json()["content_uri"].as_str().unwrap());
     assert_eq!(server, ms.server.server_name);
+    let after_upload = count_files(ms.dir.path());
     let d = download(&base, Some(t), &server, &png_id).await.ok();
     assert_eq!(d.header("content-type"), "image/png");
     assert_eq!(d.header("content-length"), d.bytes.len().to_string());
@@ -96,6 +113,13 @@ async fn formats_scenario(store: Store) {
         assert!(
             l[0] > 150 && l[2] < 100 && r[2] > 150 && r[0] < 100,
             "{q}: {l:?} {r:?}"
+        );
+    }
+    if store == Store::Fs {
+        assert_eq!(
+            count_files(ms.dir.path()),
+            after_upload,
+            "the configured sizes were made at upload"
         );
     }
     // An unconfigured size is made on demand, then served from the store.
@@ -251,21 +275,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test]
-async fn formats_on_filesystem_store() {
-    formats_scenario(Store::Fs).await;
-}
-
-#[tokio::test]
-async fn formats_on_s3_store() {
-    if s3_url().is_some() {
-        formats_scenario(Store::S3).await;
-    }
-}
-
-#[tokio::test]
-async fn metadata_kept_when_stripping_is_off() {
-    let ms = start(Store::Fs, |c| c.media.strip_metadata = false).await;
+async fn metadata_kept_when_stripping_is_off(store: Store) {
+    let ms = start(store, |c| c.media.strip_metadata = false).await;
     let base = ms.server.base_url.clone();
     let t = ms.server.register_no_password("alice").await.access_token;
     let jpeg_bytes = jpeg_with_exif(&halves(64, 32), 6);
@@ -280,9 +291,8 @@ async fn metadata_kept_when_stripping_is_off() {
     ms.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn authenticated_endpoints_refuse_anonymous_clients() {
-    let ms = start(Store::Fs, |_| {}).await;
+async fn authenticated_endpoints_refuse_anonymous_clients(store: Store) {
+    let ms = start(store, |_| {}).await;
     let base = ms.server.base_url.clone();
     let t = ms.server.register_no_password("alice").await.access_token;
     let (server, id) = upload_ok(&base, &t, &png(&halves(8, 8))).await;
@@ -333,10 +343,9 @@ async fn authenticated_endpoints_refuse_anonymous_clients() {
     ms.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn legacy_endpoints_follow_the_switch() {
+async fn legacy_endpoints_follow_the_switch(store: Store) {
     for enabled in [false, true] {
-        let ms = start(Store::Fs, |c| c.media.legacy_unauthenticated = enabled).await;
+        let ms = start(store, |c| c.media.legacy_unauthenticated = enabled).await;
         let base = ms.server.base_url.clone();
         let t = ms.server.register_no_password("alice").await.access_token;
         let (server, id) = upload_ok(&base, &t, &png(&halves(40, 40))).await;

@@ -96,7 +96,9 @@ pub(crate) async fn thumbnail_blob(
         .and_then(sniff::image_kind_of_type)
         .ok_or_else(cannot_thumbnail)?;
     // A still image has no animated thumbnail: `animated=true` gets the still one.
-    let animated = want.animated && content.animated;
+    // A remote item's record was cached without analysing its pixels, so it is
+    // not known to be still: the pipeline checks the bytes for animation.
+    let animated = want.animated && (content.animated || record.remote_cache);
     let method = want.method.as_str();
     let existing = state
         .media
@@ -112,6 +114,8 @@ pub(crate) async fn thumbnail_blob(
     let thumb = match existing {
         Some(t) => t,
         None => {
+            // As for uploads: one image in memory and decoding per core.
+            let turn = state.media.image_job().await?;
             let blob = state
                 .media
                 .blobs()
@@ -133,6 +137,7 @@ pub(crate) async fn thumbnail_blob(
             })
             .await
             .map_err(|e| Error::unknown(format!("Thumbnail task failed: {e}")))??;
+            drop(turn);
             let sha256 = hex::encode(Sha256::digest(&made.bytes));
             let t = ThumbnailRecord {
                 width: i64::from(want.width),

@@ -109,19 +109,17 @@ async fn store_body(state: &AppState, staged: Staged) -> Result<Stored, Error> {
             thumbnails,
         });
     };
-    // Images are bounded by the upload limit; decoding runs off the workers.
-    let data = tokio::fs::read(&staged.path)
-        .await
-        .map_err(|e| storage_error("read staging file", e))?;
-    let task_cfg = cfg.clone();
-    let (data, processed) = tokio::task::spawn_blocking(move || {
-        let processed = pipeline::process(&data, kind, &task_cfg);
-        (data, processed)
+    // One image in memory per core at most (bounded by the upload limit), and
+    // reading and decoding run on the blocking pool, off the async workers.
+    let turn = media.image_job().await?;
+    let (path, task_cfg) = (staged.path.clone(), cfg.clone());
+    let processed = tokio::task::spawn_blocking(move || {
+        let data = std::fs::read(&path).map_err(|e| storage_error("read staging file", e))?;
+        Ok::<_, Error>(pipeline::process(&data, kind, &task_cfg)?)
     })
     .await
-    .map_err(|e| storage_error("image task", e))?;
-    let processed = processed?;
-    drop(data);
+    .map_err(|e| storage_error("image task", e))??;
+    drop(turn);
     for (size, thumb) in processed.thumbnails {
         let sha256 = hex::encode(Sha256::digest(&thumb.bytes));
         let len = thumb.bytes.len() as i64;

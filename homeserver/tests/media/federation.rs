@@ -142,6 +142,20 @@ async fn remote_media_scenario(store: Store) {
     .await
     .ok();
     assert_eq!(decode(&th.bytes).width(), 40);
+    // A remote animated GIF keeps its animation in `animated=true` thumbnails.
+    let gif_bytes = animated_gif(60, 40, 3);
+    let (_, gif_id) = upload_ok(&hs1, &alice, &gif_bytes).await;
+    let anim = thumbnail(
+        &hs2,
+        &bob,
+        "hs1.test",
+        &gif_id,
+        "width=30&height=20&method=scale&animated=true",
+    )
+    .await
+    .ok();
+    assert_eq!(anim.header("content-type"), "image/gif");
+    assert_eq!(gif_frames(&anim.bytes), 3);
     let legacy = send(
         &hs2,
         None,
@@ -226,7 +240,7 @@ async fn remote_media_scenario(store: Store) {
     let text_sha = hex::encode(Sha256::digest(&text));
     assert!(cached_text.get(&text_sha).await.unwrap().is_some());
     let later = engine::util::now_ms() + 60_000;
-    assert_eq!(purge(later).await, serde_json::json!({"deleted": 3}));
+    assert_eq!(purge(later).await, serde_json::json!({"deleted": 4}));
     assert!(cached_text.get(&text_sha).await.unwrap().is_none());
     let d = download(&hs2, Some(&bob), "hs1.test", &text_id).await.ok();
     assert_eq!(d.bytes, text);

@@ -1,5 +1,6 @@
 //! Refusals and limits: oversized uploads, quota, decompression bombs,
 //! corrupt images, upload rate limits, asynchronous upload rules, re-encoding.
+//! Each on both blob stores.
 
 use std::time::Duration;
 
@@ -7,9 +8,17 @@ use reqwest::Method;
 
 use crate::support::*;
 
-#[tokio::test]
-async fn oversized_uploads_get_m_too_large() {
-    let ms = start(Store::Fs, |c| c.media.max_upload_bytes = 4096).await;
+on_both_stores!(
+    oversized_uploads_get_m_too_large,
+    per_user_quota,
+    bombs_and_corrupt_images_are_refused_cleanly,
+    upload_rate_limit,
+    asynchronous_upload,
+    large_originals_are_reencoded,
+);
+
+async fn oversized_uploads_get_m_too_large(store: Store) {
+    let ms = start(store, |c| c.media.max_upload_bytes = 4096).await;
     let base = ms.server.base_url.clone();
     let t = ms.server.register_no_password("alice").await.access_token;
     upload(
@@ -44,9 +53,8 @@ async fn oversized_uploads_get_m_too_large() {
     ms.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn per_user_quota() {
-    let ms = start(Store::Fs, |c| c.media.user_quota_bytes = 3000).await;
+async fn per_user_quota(store: Store) {
+    let ms = start(store, |c| c.media.user_quota_bytes = 3000).await;
     let base = ms.server.base_url.clone();
     let alice = ms.server.register_no_password("alice").await.access_token;
     let bob = ms.server.register_no_password("bob").await.access_token;
@@ -65,9 +73,8 @@ async fn per_user_quota() {
     ms.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn bombs_and_corrupt_images_are_refused_cleanly() {
-    let ms = start(Store::Fs, |c| c.media.max_image_pixels = 1_000_000).await;
+async fn bombs_and_corrupt_images_are_refused_cleanly(store: Store) {
+    let ms = start(store, |c| c.media.max_image_pixels = 1_000_000).await;
     let base = ms.server.base_url.clone();
     let t = ms.server.register_no_password("alice").await.access_token;
     // A real 1200x1000 image: over the pixel limit.
@@ -105,9 +112,8 @@ async fn bombs_and_corrupt_images_are_refused_cleanly() {
     ms.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn upload_rate_limit() {
-    let ms = start(Store::Fs, |c| {
+async fn upload_rate_limit(store: Store) {
+    let ms = start(store, |c| {
         c.rate_limits.enabled = true;
         c.rate_limits.media_upload.burst = 2.0;
         c.rate_limits.media_upload.per_second = 0.01;
@@ -123,9 +129,8 @@ async fn upload_rate_limit() {
     ms.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn asynchronous_upload() {
-    let ms = start(Store::Fs, |c| c.media.max_pending_uploads = 3).await;
+async fn asynchronous_upload(store: Store) {
+    let ms = start(store, |c| c.media.max_pending_uploads = 3).await;
     let base = ms.server.base_url.clone();
     let alice = ms.server.register_no_password("alice").await.access_token;
     let bob = ms.server.register_no_password("bob").await.access_token;
@@ -251,9 +256,8 @@ async fn asynchronous_upload() {
     ms.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn large_originals_are_reencoded() {
-    let ms = start(Store::Fs, |c| {
+async fn large_originals_are_reencoded(store: Store) {
+    let ms = start(store, |c| {
         c.media.reencode_above_bytes = 20_000;
         c.media.reencode_max_dimension = 100;
     })

@@ -18,6 +18,32 @@ use serde_json::Value;
 
 use crate::common::TestServer;
 
+/// Declares each `async fn(Store)` scenario named as a test twice: `fs::<name>`
+/// on the local filesystem store and `s3::<name>` on the S3-compatible server,
+/// so both backends pass the very same tests.
+macro_rules! on_both_stores {
+    ($($scenario:ident),+ $(,)?) => {
+        mod fs {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::support::Store::Fs).await;
+                }
+            )+
+        }
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if $crate::support::s3_url().is_some() {
+                        super::$scenario($crate::support::Store::S3).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Store {
     Fs,
@@ -380,4 +406,88 @@ pub fn count_files(dir: &std::path::Path) -> usize {
         }
     }
     n
+}
+
+/// One RIFF chunk: fourcc, little-endian length, data, pad byte if odd.
+pub fn riff_chunk(fourcc: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = fourcc.to_vec();
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    if data.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+/// A WebP file from its chunks.
+pub fn riff_webp(chunks: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = chunks.concat();
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(body.len() as u32 + 4).to_le_bytes());
+    out.extend_from_slice(b"WEBP");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The `VP8X` header chunk of an extended WebP: feature flags and canvas size.
+pub fn vp8x(flags: u8, w: u32, h: u32) -> Vec<u8> {
+    let mut data = vec![flags, 0, 0, 0];
+    data.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
+    data.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
+    riff_chunk(b"VP8X", &data)
+}
+
+/// The `VP8L` chunk (lossless bitstream) of `img`.
+pub fn vp8l(img: &RgbImage) -> Vec<u8> {
+    webp(img)[12..].to_vec()
+}
+
+/// An extended WebP carrying `EXIF` and `XMP ` chunks after the image.
+pub fn webp_with_metadata(img: &RgbImage, exif: &[u8], xmp: &[u8]) -> Vec<u8> {
+    riff_webp(&[
+        vp8x(0x08 | 0x04, img.width(), img.height()),
+        vp8l(img),
+        riff_chunk(b"EXIF", exif),
+        riff_chunk(b"XMP ", xmp),
+    ])
+}
+
+/// An animated WebP: `frames` full-canvas frames of solid, distinct colours.
+pub fn animated_webp(w: u32, h: u32, frames: usize) -> Vec<u8> {
+    let mut chunks = vec![vp8x(0x02, w, h), riff_chunk(b"ANIM", &[0, 0, 0, 0, 0, 0])];
+    for i in 0..frames {
+        let c = (i * 90 % 256) as u8;
+        let frame = RgbImage::from_pixel(w, h, Rgb([c, 200 - c / 2, 255 - c]));
+        // Offset 0,0; size; 100 ms; no blending, no disposal.
+        let mut data = vec![0u8; 6];
+        data.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
+        data.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
+        data.extend_from_slice(&100u32.to_le_bytes()[..3]);
+        data.push(0x02);
+        data.extend_from_slice(&vp8l(&frame));
+        chunks.push(riff_chunk(b"ANMF", &data));
+    }
+    riff_webp(&chunks)
+}
+
+/// `gif` with a comment extension and an XMP application extension inserted
+/// before its first block (after the screen descriptor and global palette).
+pub fn gif_with_comment(gif: &[u8], comment: &str) -> Vec<u8> {
+    let flags = gif[10];
+    let mut at = 13;
+    if flags & 0x80 != 0 {
+        at += 3 << ((flags & 0x07) + 1);
+    }
+    let mut ext = vec![0x21, 0xFE, comment.len() as u8];
+    ext.extend_from_slice(comment.as_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&[0x21, 0xFF, 11]);
+    ext.extend_from_slice(b"XMP DataXMP");
+    ext.push(comment.len() as u8);
+    ext.extend_from_slice(comment.as_bytes());
+    ext.push(0);
+    let mut out = gif[..at].to_vec();
+    out.extend_from_slice(&ext);
+    out.extend_from_slice(&gif[at..]);
+    out
 }

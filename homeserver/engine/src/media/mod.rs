@@ -15,7 +15,7 @@ use std::{
 };
 
 use ruma::ServerName;
-use tokio::sync::{RwLock, RwLockReadGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, Semaphore, SemaphorePermit};
 
 pub use self::{
     blob::{blob_key, Blob, BlobStore, ByteStream, FsBlobStore},
@@ -42,6 +42,11 @@ pub struct MediaService {
     /// collection holds it exclusively, so it never deletes a blob that a row
     /// is about to name.
     blob_gc: RwLock<()>,
+    /// One permit per core for decoding and encoding images. Image work runs
+    /// on tokio's blocking pool (hundreds of threads): without this bound a
+    /// burst of uploads would decode dozens of images at once, each holding
+    /// its file and its pixels in memory, and slow every one of them down.
+    image_jobs: Semaphore,
 }
 
 impl MediaService {
@@ -61,6 +66,9 @@ impl MediaService {
             remote: OnceLock::new(),
             in_flight: Default::default(),
             blob_gc: RwLock::new(()),
+            image_jobs: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
         })
     }
 
@@ -68,6 +76,15 @@ impl MediaService {
     /// `blob_gc`). Uploads take it before their first blob write.
     pub async fn store_guard(&self) -> RwLockReadGuard<'_, ()> {
         self.blob_gc.read().await
+    }
+
+    /// Waits for a turn to process an image (see `image_jobs`); held from
+    /// reading the image into memory until its results are encoded.
+    pub async fn image_job(&self) -> Result<SemaphorePermit<'_>> {
+        self.image_jobs
+            .acquire()
+            .await
+            .map_err(|_| Error::unknown("The media service is shutting down."))
     }
 
     pub fn config(&self) -> &Media {
