@@ -43,6 +43,10 @@ pub struct Args {
     /// Give up if a message has not reached Bob's /sync within this many seconds.
     #[arg(long, default_value_t = 10)]
     pub message_timeout_secs: u64,
+    /// `NAME=PID` of a server process to report CPU time for over the
+    /// measured messages (each a send plus one delivery); repeatable.
+    #[arg(long = "cpu")]
+    pub cpu: Vec<crate::cpu::Watched>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -96,10 +100,12 @@ pub async fn run(args: Args) -> Result<()> {
     let mut end_to_end = Vec::with_capacity(args.messages as usize);
     let mut acks = Vec::with_capacity(args.messages as usize);
     let mut measured_start = Instant::now();
+    let mut cpu_before = crate::cpu::sample(&args.cpu);
 
     for seq in 0..args.warmup + args.messages {
         if seq == args.warmup {
             measured_start = Instant::now();
+            cpu_before = crate::cpu::sample(&args.cpu);
         }
         let content = receive::message(&run, seq, &padding);
         let txn_id = format!("{run}-{seq}");
@@ -115,6 +121,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     let elapsed = measured_start.elapsed();
+    let cpu_after = crate::cpu::sample(&args.cpu);
     syncer.abort();
     if let Some(bg) = background {
         bg.stop();
@@ -133,6 +140,14 @@ pub async fn run(args: Args) -> Result<()> {
         end_to_end.len() as f64 / elapsed.as_secs_f64(),
         end_to_end.len(),
         elapsed.as_secs_f64()
+    );
+    crate::cpu::report(
+        &args.cpu,
+        &cpu_before,
+        &cpu_after,
+        elapsed.as_secs_f64(),
+        end_to_end.len() as u64,
+        "message",
     );
     let retries = alice.rate_limited_retries() + bob.rate_limited_retries();
     if retries > 0 {

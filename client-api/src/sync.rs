@@ -65,9 +65,17 @@ pub(crate) async fn resolve_filter(
 async fn sync(
     State(state): State<AppState>,
     Auth(user): Auth,
-    Query(q): Query<HashMap<String, String>>,
+    Query(mut q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let filter = resolve_filter(&state, &user, q.get("filter").map(String::as_str)).await?;
+    // A pending long-poll keeps this future allocated at the size of its
+    // largest step: the filter look-up runs in a box of its own, and only
+    // the request itself is kept across the wait.
+    let filter = Box::pin(resolve_filter(
+        &state,
+        &user,
+        q.get("filter").map(String::as_str),
+    ))
+    .await?;
     let timeout_ms = match q.get("timeout") {
         Some(t) => t
             .parse::<u64>()
@@ -77,12 +85,13 @@ async fn sync(
     let request = SyncRequest {
         user_id: user.user_id.to_string(),
         device_id: user.device_id.clone(),
-        since: q.get("since").cloned(),
+        since: q.remove("since"),
         timeout_ms,
         full_state: q.get("full_state").map(String::as_str) == Some("true"),
         filter,
-        set_presence: q.get("set_presence").cloned(),
+        set_presence: q.remove("set_presence"),
     };
+    drop((q, user));
     Ok(Json(state.sync.sync(&request).await?))
 }
 

@@ -18,6 +18,7 @@ use tokio::{
 };
 use tower_http::cors::{Any, CorsLayer};
 
+pub mod serve;
 pub mod tls;
 
 /// A running server: its bound address and a way to stop it.
@@ -183,17 +184,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let stopped = |mut rx: watch::Receiver<()>| async move {
         let _ = rx.changed().await;
     };
-    let client = axum::serve(
-        // Updates are small writes (WebSocket frames, sync answers): without
-        // TCP_NODELAY one can sit behind the peer's delayed ACK for 40 ms.
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app.clone()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let client = async move { client.await };
+    // Our own accept loop: a held connection (long-poll, WebSocket) costs
+    // less memory there than in `axum::serve` (see serve.rs).
+    let client = serve::serve(listener, app.clone(), stopped(stop_rx.clone()));
     let federation = async move {
         let make = app.into_make_service_with_connect_info::<SocketAddr>();
         match federation {

@@ -7,6 +7,15 @@ use clap::Parser;
 use engine::config::Config;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc keeps its bookkeeping outside the memory it hands out, so the
+/// pages of a buffer never written stay unbacked. glibc's malloc writes a
+/// header before every chunk, which makes resident the pages around each of
+/// hyper's 8 KiB per-connection buffers even while they are empty: with tens
+/// of thousands of idle connections that was 3 KiB of RSS per connection
+/// (docs/capacity.md, "Memory per connection").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(version, about = "A federated, Matrix-compatible homeserver")]
 struct Args {

@@ -125,13 +125,15 @@ impl SyncService {
         let deadline = tokio::time::Instant::now() + timeout;
         // Everything acknowledged before this request must be in its answer.
         let floor = self.core.stream.allocated();
-        self.presence
-            .connection_opened(&req.user_id, req.set_presence.as_deref())
-            .await;
-        self.core
-            .stream
-            .wait_visible(floor, READ_AFTER_WRITE_WAIT)
-            .await;
+        // Boxed, like the computation below: this future stays allocated
+        // for as long as the long-poll waits, at the size of its largest
+        // step, so steps that only run at its start live in boxes of their own.
+        Box::pin(
+            self.presence
+                .connection_opened(&req.user_id, req.set_presence.as_deref()),
+        )
+        .await;
+        Box::pin(self.core.stream.wait_visible(floor, READ_AFTER_WRITE_WAIT)).await;
         let _connection = ConnectionGuard {
             presence: &self.presence,
             user_id: &req.user_id,
