@@ -68,7 +68,7 @@ impl TimelineService {
     pub async fn messages(&self, req: MessagesRequest<'_>) -> Result<Value> {
         let view = self.require_readable(req.room_id, req.user_id).await?;
         let timeline = &self.core.storage.timeline;
-        let current = self.core.stream.current();
+        let current = self.core.stream.settled().await;
         let from = match req.from {
             Some(t) => parse_pagination_token(t)?.min(current),
             None if req.backward => current,
@@ -194,7 +194,7 @@ impl TimelineService {
             .await?
             .pop()
             .ok_or_else(|| Error::not_found("Event not found."))?;
-        let current = self.core.stream.current();
+        let current = self.core.stream.settled().await;
         let before_n = limit / 2;
         let after_n = limit - before_n;
         let before = timeline

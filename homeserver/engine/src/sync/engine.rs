@@ -7,7 +7,9 @@ use futures::FutureExt;
 use ruma::OwnedRoomId;
 use serde_json::{json, Map, Value};
 
-use super::{filter::Filter, make_token, notifier::WakeTarget, parse_token};
+use super::{
+    filter::Filter, make_token, notifier::WakeTarget, parse_token, stream::READ_AFTER_WRITE_WAIT,
+};
 use std::collections::HashMap;
 
 use crate::{
@@ -81,10 +83,6 @@ struct Computed {
     empty: bool,
     large_rooms: Vec<String>,
 }
-
-/// How long a sync waits for writes acknowledged before it arrived (anyone's)
-/// to become visible, before it answers without them.
-const READ_AFTER_WRITE_WAIT: Duration = Duration::from_secs(2);
 
 /// The state event types that make up an invite's stripped state.
 pub const STRIPPED_STATE: &[&str] = &[

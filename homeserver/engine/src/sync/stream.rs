@@ -27,6 +27,9 @@ use crate::storage::StreamPos;
 /// How long an allocated position may stay open before it counts as leaked.
 pub const ABANDON_AFTER: Duration = Duration::from_secs(30);
 
+/// How long a read waits for writes acknowledged before it to become visible.
+pub const READ_AFTER_WRITE_WAIT: Duration = Duration::from_secs(2);
+
 pub struct StreamTracker {
     inner: Mutex<Inner>,
     abandon_after: Duration,
@@ -177,6 +180,16 @@ impl StreamTracker {
             tracing::debug!(pos, "read went ahead before earlier writes became visible");
         }
         self.current()
+    }
+
+    /// The watermark a reader should answer from: it waits (at most
+    /// [`READ_AFTER_WRITE_WAIT`]) until every write acknowledged before the
+    /// call, by anyone, is visible. `/messages` and `/context` read through
+    /// this, so a client that paginates right after its sends completes sees
+    /// them all, whatever other position is still in flight.
+    pub async fn settled(&self) -> StreamPos {
+        self.wait_visible(self.allocated(), READ_AFTER_WRITE_WAIT)
+            .await
     }
 
     /// Marks `pos` finished (persisted, or abandoned after a failure). Returns the
