@@ -12,6 +12,9 @@
 # (HS_CLUSTER_KEYSPACE, default hs_cluster; replication factor 1) and the
 # binary is built with `--features cql`.
 #
+# HS_CLUSTER_DB_CONNECTIONS sets each instance's PostgreSQL pool (default 32;
+# PostgreSQL's own default max_connections of 100 allows three instances).
+#
 # The database must exist (it is migrated on start). Then, for example:
 #   hs-bench latency --base-url http://127.0.0.1:8100 --instance http://127.0.0.1:8102
 #   hs-bench throughput --base-url http://127.0.0.1:8100 \
@@ -44,7 +47,7 @@ client = "127.0.0.1:$((8100 + i))"
 
 [database]
 url = "$HS_CLUSTER_DB"
-max_connections = 32
+max_connections = ${HS_CLUSTER_DB_CONNECTIONS:-32}
 
 [registration]
 enabled = true

@@ -192,13 +192,29 @@ async fn set_enabled_route(
         req.body.rule_id.as_str(),
         req.body.enabled,
     );
+    edit_rule(&state, user.user_id.as_str(), kind, rule_id, |rule| {
+        rule.enabled = enabled
+    })
+    .await?;
+    Ok(RumaResponse(set_pushrule_enabled::v3::Response::new()))
+}
+
+/// Changes one existing rule of the user's: `M_NOT_FOUND` if there is no
+/// such rule, `M_INVALID_PARAM` if there is no such kind.
+async fn edit_rule(
+    state: &AppState,
+    user_id: &str,
+    kind: &str,
+    rule_id: &str,
+    change: impl FnOnce(&mut PushRule),
+) -> Result<(), Error> {
     state
         .push
-        .edit_rules(user.user_id.as_str(), |rules| {
+        .edit_rules(user_id, |rules| {
             let known = rules.kind(kind).is_some();
             match rules.get_mut(kind, rule_id) {
                 Some(rule) => {
-                    rule.enabled = enabled;
+                    change(rule);
                     Ok(())
                 }
                 None if known => Err(Error::not_found("Push rule not found.")),
@@ -207,8 +223,7 @@ async fn set_enabled_route(
                 ))),
             }
         })
-        .await?;
-    Ok(RumaResponse(set_pushrule_enabled::v3::Response::new()))
+        .await
 }
 
 async fn get_actions_route(
@@ -239,22 +254,10 @@ async fn set_actions_route(
     validate_actions(&actions)?;
     let actions = clean_actions(actions);
     let (kind, rule_id) = (req.body.kind.as_str(), req.body.rule_id.as_str());
-    state
-        .push
-        .edit_rules(user.user_id.as_str(), |rules| {
-            let known = rules.kind(kind).is_some();
-            match rules.get_mut(kind, rule_id) {
-                Some(rule) => {
-                    rule.actions = actions;
-                    Ok(())
-                }
-                None if known => Err(Error::not_found("Push rule not found.")),
-                None => Err(Error::invalid_param(format!(
-                    "Unknown push rule kind {kind}"
-                ))),
-            }
-        })
-        .await?;
+    edit_rule(&state, user.user_id.as_str(), kind, rule_id, |rule| {
+        rule.actions = actions
+    })
+    .await?;
     Ok(RumaResponse(set_pushrule_actions::v3::Response::new()))
 }
 

@@ -119,6 +119,46 @@ async fn a_retried_send_on_another_instance_is_not_duplicated() {
     c.shutdown().await;
 }
 
+/// Alice (instance 1) sends `n` messages while bob reads part of them from
+/// instance 3, which then dies; bob resumes on instance 2 with his last
+/// next_batch and must end with every message exactly once.
+async fn resume_after_instance_3_dies(
+    c: &mut cluster::Cluster,
+    alice: &common::Client,
+    bob: &common::Client,
+    bob_sync: &mut SyncCursor,
+    room: &str,
+    n: usize,
+) {
+    let sent = texts("m", n);
+    let sender = {
+        let (alice, room, sent) = (alice.clone(), room.to_owned(), sent.clone());
+        tokio::spawn(async move {
+            for t in &sent {
+                alice.send_text(&room, t).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let part = bob_sync
+        .collect_until(room, Duration::from_secs(20), |g| {
+            common::bodies(g).len() >= 10
+        })
+        .await;
+    c.instances[2].stop().await;
+    bob_sync.client = bob.on(&c.instances[1]);
+    let have = common::bodies(&part).len();
+    let rest = bob_sync
+        .collect_until(room, Duration::from_secs(30), |g| {
+            have + common::bodies(g).len() >= sent.len()
+        })
+        .await;
+    sender.await.unwrap();
+    let mut got = common::bodies(&part);
+    got.extend(common::bodies(&rest));
+    assert_exactly_once(&got, &sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_of_a_dead_instance_resume_on_another_and_miss_nothing() {
     if !cluster::available() {
@@ -131,37 +171,7 @@ async fn clients_of_a_dead_instance_resume_on_another_and_miss_nothing() {
     bob.join(&room).await;
     let (mut bob_sync, _) = SyncCursor::initial(&bob, Some(FILTER)).await;
 
-    let sent = texts("m", 60);
-    let sender = {
-        let alice = alice.clone();
-        let room = room.clone();
-        let sent = sent.clone();
-        tokio::spawn(async move {
-            for t in &sent {
-                alice.send_text(&room, t).await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
-    // Bob reads part of it from instance 3, which then dies.
-    let part = bob_sync
-        .collect_until(&room, Duration::from_secs(20), |g| {
-            common::bodies(g).len() >= 10
-        })
-        .await;
-    c.instances[2].stop().await;
-    // He reconnects to instance 2 with his last next_batch.
-    bob_sync.client = bob.on(&c.instances[1]);
-    let have = common::bodies(&part).len();
-    let rest = bob_sync
-        .collect_until(&room, Duration::from_secs(30), |g| {
-            have + common::bodies(g).len() >= sent.len()
-        })
-        .await;
-    sender.await.unwrap();
-    let mut got = common::bodies(&part);
-    got.extend(common::bodies(&rest));
-    assert_exactly_once(&got, &sent);
+    resume_after_instance_3_dies(&mut c, &alice, &bob, &mut bob_sync, &room, 60).await;
     c.shutdown().await;
 }
 
@@ -719,33 +729,7 @@ async fn three_instances_share_one_cql_timeline() {
     assert_eq!(ctx["events_after"].as_array().map(Vec::len), Some(2));
 
     // Instance 3 dies mid-stream; bob resumes on instance 2 with his token.
-    let sent = texts("m", 40);
-    let sender = {
-        let (alice, room, sent) = (alice.clone(), room.clone(), sent.clone());
-        tokio::spawn(async move {
-            for t in &sent {
-                alice.send_text(&room, t).await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
-    let part = bob_sync
-        .collect_until(&room, Duration::from_secs(20), |g| {
-            common::bodies(g).len() >= 10
-        })
-        .await;
-    c.instances[2].stop().await;
-    bob_sync.client = bob.on(&c.instances[1]);
-    let have = common::bodies(&part).len();
-    let rest = bob_sync
-        .collect_until(&room, Duration::from_secs(30), |g| {
-            have + common::bodies(g).len() >= sent.len()
-        })
-        .await;
-    sender.await.unwrap();
-    let mut got = common::bodies(&part);
-    got.extend(common::bodies(&rest));
-    assert_exactly_once(&got, &sent);
+    resume_after_instance_3_dies(&mut c, &alice, &bob, &mut bob_sync, &room, 40).await;
 
     c.shutdown().await;
     let _ = log

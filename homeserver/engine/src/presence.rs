@@ -552,32 +552,25 @@ impl PresenceService {
         let Some(redis) = &self.core.redis else {
             return;
         };
-        let mut notes = redis.notes.listen();
         let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match notes.recv().await {
-                    Ok(crate::cluster::Note::Presence {
-                        user,
-                        v,
-                        state,
-                        status_msg,
-                        last_active,
-                        wake,
-                    }) => this.apply_note(
-                        &user,
-                        v,
-                        &state,
-                        status_msg,
-                        last_active,
-                        crate::cluster::decode_targets(&wake),
-                    ),
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "presence fell behind the notes channel");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
+        redis.notes.follow("presence", move |note| {
+            if let Some(crate::cluster::Note::Presence {
+                user,
+                v,
+                state,
+                status_msg,
+                last_active,
+                wake,
+            }) = note
+            {
+                this.apply_note(
+                    &user,
+                    v,
+                    &state,
+                    status_msg,
+                    last_active,
+                    crate::cluster::decode_targets(&wake),
+                );
             }
         });
     }

@@ -296,27 +296,18 @@ impl TypingService {
         let Some(redis) = &self.core.redis else {
             return;
         };
-        let mut notes = redis.notes.listen();
         let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match notes.recv().await {
-                    Ok(Note::Typing {
-                        room,
-                        v,
-                        users,
-                        wake,
-                    }) => {
-                        let now = now_ms();
-                        let users = users.into_iter().filter(|(_, d)| *d > now).collect();
-                        this.apply(&room, v, users, decode_targets(&wake));
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "typing fell behind the notes channel");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
+        redis.notes.follow("typing", move |note| {
+            if let Some(Note::Typing {
+                room,
+                v,
+                users,
+                wake,
+            }) = note
+            {
+                let now = now_ms();
+                let users = users.into_iter().filter(|(_, d)| *d > now).collect();
+                this.apply(&room, v, users, decode_targets(&wake));
             }
         });
     }

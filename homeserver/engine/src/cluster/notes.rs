@@ -92,6 +92,26 @@ impl Notes {
         self.local.subscribe()
     }
 
+    /// Runs `apply` on every note other instances send from now on, on a
+    /// task of its own, until the channel closes. When the follower falls
+    /// behind, the notes it missed are lost: a warning names it (`what`) and
+    /// `apply` gets `None`, to drop whatever those notes may have changed.
+    pub fn follow(&self, what: &'static str, mut apply: impl FnMut(Option<Note>) + Send + 'static) {
+        let mut notes = self.listen();
+        tokio::spawn(async move {
+            loop {
+                match notes.recv().await {
+                    Ok(note) => apply(Some(note)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "{what} fell behind the notes channel");
+                        apply(None);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Tells the other instances; a failure is logged (the note is lost).
     pub async fn send(&self, note: Note) {
         let envelope = Envelope {

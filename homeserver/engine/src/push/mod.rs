@@ -178,21 +178,14 @@ impl PushService {
         let delivery = self.clone();
         tokio::spawn(async move { delivery.run_delivery().await });
         if let Some(redis) = &self.core.redis {
-            let mut notes = redis.notes.listen();
             let cache = self.cache.clone();
-            tokio::spawn(async move {
-                use tokio::sync::broadcast::error::RecvError;
-                loop {
-                    match notes.recv().await {
-                        Ok(crate::cluster::Note::PushRules { user }) => {
-                            cache.lock().remove(&user);
-                        }
-                        Ok(_) => {}
-                        // Missed some: any cached ruleset may be stale.
-                        Err(RecvError::Lagged(_)) => cache.lock().clear(),
-                        Err(RecvError::Closed) => return,
-                    }
+            redis.notes.follow("push rules", move |note| match note {
+                Some(crate::cluster::Note::PushRules { user }) => {
+                    cache.lock().remove(&user);
                 }
+                Some(_) => {}
+                // Missed some: any cached ruleset may be stale.
+                None => cache.lock().clear(),
             });
         }
     }
