@@ -91,15 +91,18 @@ pub async fn run(args: Args) -> Result<()> {
     let before = total_rss_kib(&args.server_pid)?;
     let open = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
+    // Opened, then closed by the server (or the network) before the end.
+    let dropped = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(args.count);
     let gate = Arc::new(tokio::sync::Semaphore::new(args.parallel));
     for i in 0..args.count {
         let source = args.source_ips[i % args.source_ips.len()];
-        let (open, failed, gate, token, base, since) = (
+        let (open, failed, dropped, gate, token, base, since) = (
             open.clone(),
             failed.clone(),
+            dropped.clone(),
             gate.clone(),
             token.clone(),
             base.clone(),
@@ -119,9 +122,29 @@ pub async fn run(args: Args) -> Result<()> {
             };
             drop(permit);
             match result {
-                Ok(conn) => {
+                Ok(mut conn) => {
                     open.fetch_add(1, Ordering::Relaxed);
-                    let _ = hold.wait_for(|done| *done).await;
+                    let lost = match &mut conn {
+                        // Read while holding: tungstenite answers the
+                        // server's pings only as the stream is read, and the
+                        // server reaps a peer silent for three ping intervals.
+                        Conn::Ws(ws) => loop {
+                            tokio::select! {
+                                _ = hold.wait_for(|done| *done) => break false,
+                                msg = ws.next() => match msg {
+                                    Some(Ok(_)) => continue,
+                                    _ => break true,
+                                },
+                            }
+                        },
+                        Conn::Poll(_) => {
+                            let _ = hold.wait_for(|done| *done).await;
+                            false
+                        }
+                    };
+                    if lost {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                     drop(conn);
                 }
                 Err(_) => {
@@ -140,7 +163,7 @@ pub async fn run(args: Args) -> Result<()> {
     let ramp = started.elapsed();
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let after = total_rss_kib(&args.server_pid)?;
-    let held = open.load(Ordering::Relaxed);
+    let held = open.load(Ordering::Relaxed) - dropped.load(Ordering::Relaxed);
     let _ = hold_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -150,8 +173,9 @@ pub async fn run(args: Args) -> Result<()> {
         args.kind, args.count, args.source_ips
     );
     println!(
-        "  held          {held} ({} failed), opened in {:.1} s",
+        "  held          {held} ({} failed, {} dropped by the server), opened in {:.1} s",
         failed.load(Ordering::Relaxed),
+        dropped.load(Ordering::Relaxed),
         ramp.as_secs_f64()
     );
     println!(
@@ -171,8 +195,7 @@ pub async fn run(args: Args) -> Result<()> {
 }
 
 enum Conn {
-    /// Held, unread, until the measurement ends.
-    #[allow(dead_code)]
+    /// Held, and read (for pings), until the measurement ends.
     Ws(Box<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>),
     Poll(tokio::task::JoinHandle<()>),
 }
