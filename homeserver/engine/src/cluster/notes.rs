@@ -87,17 +87,12 @@ impl Notes {
         })
     }
 
-    /// The notes other instances send, from now on.
-    pub fn listen(&self) -> broadcast::Receiver<Note> {
-        self.local.subscribe()
-    }
-
     /// Runs `apply` on every note other instances send from now on, on a
     /// task of its own, until the channel closes. When the follower falls
     /// behind, the notes it missed are lost: a warning names it (`what`) and
     /// `apply` gets `None`, to drop whatever those notes may have changed.
     pub fn follow(&self, what: &'static str, mut apply: impl FnMut(Option<Note>) + Send + 'static) {
-        let mut notes = self.listen();
+        let mut notes = self.local.subscribe();
         tokio::spawn(async move {
             loop {
                 match notes.recv().await {
