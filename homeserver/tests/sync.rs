@@ -581,3 +581,124 @@ async fn limited_sync_delivers_state_from_the_gap() {
     );
     server.shutdown().await;
 }
+
+/// The sync journal (`sync/journal.rs`) lets an incremental sync skip the
+/// store reads of sections nothing touched since its token, reuse the
+/// memberships and notification counters it read before, and read a room's
+/// newest events from memory. Each kind of change must still reach the first
+/// sync after it, between syncs that carried only messages, and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_change_reaches_the_next_incremental_sync_between_messages() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await;
+    let (mut cursor, _) = SyncCursor::initial(&alice, None).await;
+    let mut n = 0;
+    // A message from bob, and the sync that carries it: nothing else in it.
+    let mut message_only = async |cursor: &mut SyncCursor| {
+        n += 1;
+        let body = format!("m{n}");
+        bob.send_text(&room, &body).await;
+        let got = cursor
+            .collect_until(&room, Duration::from_secs(10), |evs| {
+                bodies(evs).contains(&body)
+            })
+            .await;
+        assert_eq!(bodies(&messages_only(&got)), vec![body.clone()]);
+    };
+    let next_with =
+        async |cursor: &mut SyncCursor, what: &str, found: &dyn Fn(&serde_json::Value) -> bool| {
+            let start = Instant::now();
+            loop {
+                let s = cursor.next(5_000).await;
+                if found(&s) {
+                    return s;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{what} never arrived"
+                );
+            }
+        };
+
+    message_only(&mut cursor).await;
+    alice
+        .put_account_data("org.example.journal", json!({ "n": 1 }))
+        .await;
+    next_with(&mut cursor, "account data", &|s| {
+        s["account_data"]["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["n"] == 1))
+    })
+    .await;
+    message_only(&mut cursor).await;
+
+    let to_device = json!({ "messages": { &alice.user_id: { &alice.device_id: { "n": 2 } } } });
+    let sent = bob
+        .put(&format!("{V3}/sendToDevice/m.journal/{}", txn()), to_device)
+        .await;
+    assert!(sent.status.is_success(), "{sent:?}");
+    next_with(&mut cursor, "the to-device message", &|s| {
+        s["to_device"]["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["n"] == 2))
+    })
+    .await;
+    message_only(&mut cursor).await;
+
+    // A device of bob's goes away: alice's device lists name him.
+    let bob_phone = server.login("bob", PASSWORD).await;
+    bob_phone.logout().await;
+    next_with(&mut cursor, "bob's device-list change", &|s| {
+        s["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u == bob.user_id.as_str()))
+    })
+    .await;
+    message_only(&mut cursor).await;
+
+    // A new membership of alice's: kept memberships are not reused past it.
+    let other = bob.create_room(json!({ "preset": "private_chat" })).await;
+    bob.invite(&other, &alice.user_id).await;
+    next_with(&mut cursor, "the invite", &|s| {
+        room_ids(s, "invite").contains(&other)
+    })
+    .await;
+    alice.join(&other).await;
+    next_with(&mut cursor, "the join", &|s| {
+        room_ids(s, "join").contains(&other)
+    })
+    .await;
+    message_only(&mut cursor).await;
+
+    // Notification counts: alice reads, then bob's next message counts.
+    let room_id = room.clone();
+    let count_is = move |n: u64| {
+        let room_id = room_id.clone();
+        move |s: &serde_json::Value| {
+            joined_room(s, &room_id)
+                .is_some_and(|r| r["unread_notifications"]["notification_count"] == n)
+        }
+    };
+    let last = alice.send_text(&room, "alice reads up to here").await;
+    let receipt = alice
+        .post(
+            &format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last)),
+            json!({}),
+        )
+        .await;
+    assert!(receipt.status.is_success(), "{receipt:?}");
+    next_with(&mut cursor, "the reset count", &count_is(0)).await;
+    bob.send_text(&room, "counted").await;
+    next_with(&mut cursor, "the count of bob's message", &count_is(1)).await;
+    bob.send_text(&room, "counted too").await;
+    next_with(
+        &mut cursor,
+        "the count of bob's second message",
+        &count_is(2),
+    )
+    .await;
+    server.shutdown().await;
+}

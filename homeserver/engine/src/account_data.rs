@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::{core::Core, error::Result, sync::notifier::WakeTarget};
+use crate::{
+    core::Core,
+    error::Result,
+    sync::notifier::{Sections, WakeTarget},
+};
 
 #[derive(Clone)]
 pub struct AccountDataService {
@@ -30,7 +34,10 @@ impl AccountDataService {
             .put_account_data(user_id, room_id, event_type, &content.to_string(), pos)
             .await;
         let wake = if result.is_ok() {
-            vec![WakeTarget::User(user_id.to_owned())]
+            vec![WakeTarget::Changed(
+                user_id.to_owned(),
+                Sections::ACCOUNT_DATA,
+            )]
         } else {
             Vec::new()
         };

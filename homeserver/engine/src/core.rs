@@ -14,6 +14,7 @@ use crate::{
     keys::SigningKey,
     storage::Storage,
     sync::{
+        journal::{KeyCountCache, SyncJournal},
         notifier::{Notifier, WakeBus, WakeTarget},
         stream::StreamTracker,
     },
@@ -25,6 +26,10 @@ pub struct Core {
     pub key: SigningKey,
     pub storage: Storage,
     pub stream: StreamTracker,
+    /// Which user-scoped sync sections changed at which position.
+    pub journal: SyncJournal,
+    /// One-time-key counts as /sync reports them.
+    pub key_counts: KeyCountCache,
     pub notifier: Arc<Notifier>,
     /// Where wake-ups are published; the local notifier unless a bus is configured.
     pub bus: Arc<dyn WakeBus>,
@@ -56,6 +61,7 @@ impl Core {
     /// [`Self::complete`] for a position that stored an event of `room`: other
     /// instances refresh their copy of the room before they next use it.
     pub fn complete_in(&self, pos: i64, wake: Vec<WakeTarget>, room: Option<&str>) {
+        self.journal.record(pos, &wake);
         let Some(link) = &self.cluster else {
             let due = self.stream.complete(pos, wake);
             self.wake(&due);
@@ -74,6 +80,7 @@ impl Core {
         let Some(link) = &self.cluster else {
             return self.complete(pos, wake);
         };
+        self.journal.record(pos, &wake);
         let advance = self.stream.complete_with_floor(pos, wake);
         self.wake(&advance.due);
         link.announce(advance.floor, None, None);

@@ -427,7 +427,8 @@ impl PresenceService {
     /// Who should be woken by a change of `user_id`'s presence, and the other
     /// servers that share a room with them.
     async fn audience(&self, user_id: &str) -> (Vec<WakeTarget>, Vec<String>) {
-        let mut targets = vec![WakeTarget::User(user_id.to_owned())];
+        // Presence is read from memory: no user-scoped section changes.
+        let mut targets = vec![WakeTarget::member(user_id)];
         let mut servers = HashSet::new();
         let Ok(memberships) = self.core.storage.rooms.memberships_for_user(user_id).await else {
             return (targets, Vec::new());
@@ -449,7 +450,7 @@ impl PresenceService {
             } else {
                 for u in &st.joined {
                     if seen.insert(u.clone()) {
-                        targets.push(WakeTarget::User(u.clone()));
+                        targets.push(WakeTarget::member(u));
                     }
                 }
             }

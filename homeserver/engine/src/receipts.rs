@@ -18,7 +18,7 @@ use crate::{
     error::{Error, Result},
     rooms::RoomService,
     storage::{ReceiptRecord, StreamPos},
-    sync::notifier::WakeTarget,
+    sync::notifier::{Sections, WakeTarget},
     util::now_ms,
 };
 
@@ -31,12 +31,11 @@ pub const DELIVERY: &str = "org.matrix.msc4089.delivery";
 pub struct ReceiptService {
     core: Arc<Core>,
     rooms: RoomService,
-    /// Last receipt position per room and per delivery-receipt recipient
-    /// (event sender), so a sync skips rooms without news without a query.
-    /// Single instance only: with several, receipts written elsewhere never
-    /// reach these maps, so every sync asks the store.
+    /// Last receipt position per room, so a sync skips rooms without news
+    /// without a query. Single instance only: with several, receipts written
+    /// elsewhere never reach this map, so every sync asks the store. (Delivery
+    /// receipts are marked in the sync journal instead.)
     room_pos: Arc<Mutex<HashMap<String, StreamPos>>>,
-    sender_pos: Arc<Mutex<HashMap<String, StreamPos>>>,
     /// Receipts persisted before start-up are at or below this position.
     floor: StreamPos,
 }
@@ -48,7 +47,6 @@ impl ReceiptService {
             core,
             rooms,
             room_pos: Default::default(),
-            sender_pos: Default::default(),
             floor,
         })
     }
@@ -115,8 +113,7 @@ impl ReceiptService {
                     .await
                 {
                     Ok(true) if sender != user_id => {
-                        self.sender_pos.lock().insert(sender.clone(), pos);
-                        Ok(vec![WakeTarget::User(sender)])
+                        Ok(vec![WakeTarget::Changed(sender, Sections::DELIVERIES)])
                     }
                     Ok(_) => Ok(Vec::new()),
                     Err(e) => Err(e),
@@ -126,7 +123,7 @@ impl ReceiptService {
                 Ok(()) => {
                     self.room_pos.lock().insert(room_id.to_string(), pos);
                     if receipt_type == READ_PRIVATE {
-                        Ok(vec![WakeTarget::User(user_id.to_owned())])
+                        Ok(vec![WakeTarget::member(user_id)])
                     } else {
                         Ok(self.room_targets(room_id).await)
                     }
@@ -245,16 +242,8 @@ impl ReceiptService {
         since: Option<StreamPos>,
         upto: StreamPos,
     ) -> Result<HashMap<String, Vec<ReceiptRecord>>> {
-        let last = self
-            .sender_pos
-            .lock()
-            .get(viewer)
-            .copied()
-            .unwrap_or(self.floor);
         let mut out: HashMap<String, Vec<ReceiptRecord>> = HashMap::new();
-        // Another instance's delivery receipts never pass through
-        // `sender_pos` here: with several instances, ask the store.
-        if self.core.cluster.is_none() && since.is_some_and(|s| last <= s) {
+        if since.is_some_and(|s| !self.core.journal.changed(viewer, Sections::DELIVERIES, s)) {
             return Ok(out);
         }
         for r in self

@@ -18,7 +18,12 @@ use crate::{
     receipts::ReceiptService,
     rooms::{timeline::TimelineService, RoomService},
     storage::Storage,
-    sync::{notifier::Notifier, stream::StreamTracker, SyncService},
+    sync::{
+        journal::{KeyCountCache, SyncJournal},
+        notifier::Notifier,
+        stream::StreamTracker,
+        SyncService,
+    },
     to_device::ToDeviceService,
     typing::TypingService,
 };
@@ -113,6 +118,8 @@ impl Services {
         )
         .await?;
         let erased = storage.admin.erased_users().await?.into_iter().collect();
+        let single_instance = cluster.is_none();
+        let journal = SyncJournal::new(stream.allocated(), single_instance);
         let core = Arc::new(Core {
             erased: parking_lot::RwLock::new(erased),
             outbound,
@@ -121,6 +128,8 @@ impl Services {
             key,
             storage,
             stream,
+            journal,
+            key_counts: KeyCountCache::new(single_instance),
             cluster,
             redis,
             snapshot_stride,

@@ -18,7 +18,7 @@ use crate::{
     core::Core,
     error::{Error, Result},
     storage::{StreamPos, ToDeviceMessage},
-    sync::notifier::WakeTarget,
+    sync::notifier::{Sections, WakeTarget},
 };
 
 /// The largest content one to-device message may carry (the federation EDU
@@ -101,7 +101,10 @@ impl ToDeviceService {
             .send_to_device(sender.as_str(), sender_device, &txn_key, pos, &out)
             .await;
         let wake = match result {
-            Ok(true) => recipients.into_iter().map(WakeTarget::User).collect(),
+            Ok(true) => recipients
+                .into_iter()
+                .map(|u| WakeTarget::Changed(u, Sections::TO_DEVICE))
+                .collect(),
             _ => Vec::new(),
         };
         self.core.complete(pos, wake);

@@ -291,6 +291,19 @@ async fn deactivation_logs_out_everywhere(s: &Storage) {
         .expect("other users stay logged in");
     assert_eq!(bob.user_id, BOB);
     assert!(!a.get_user(BOB).await.unwrap().unwrap().deactivated);
+    let (token, owner) = a
+        .get_token_owner("bob_phone")
+        .await
+        .unwrap()
+        .expect("the token and its owner in one read");
+    assert_eq!(
+        (token.user_id.as_str(), token.device_id.as_str()),
+        (BOB, "PHONE")
+    );
+    assert_eq!(owner.user_id, BOB);
+    assert!(!owner.deactivated && !owner.is_admin);
+    assert!(a.get_token_owner("alice_laptop").await.unwrap().is_none());
+    assert!(a.get_token_owner("no such token").await.unwrap().is_none());
 }
 
 async fn devices(s: &Storage) {

@@ -203,17 +203,13 @@ impl AccountService {
     /// Resolves an access token to its user and device.
     pub async fn authenticate(&self, token: &str) -> Result<Requester> {
         let accounts = &self.core.storage.accounts;
-        let record = accounts
-            .get_token(token)
+        let (record, user) = accounts
+            .get_token_owner(token)
             .await?
             .ok_or_else(|| Error::unknown_token(false))?;
         if record.expires_ts.is_some_and(|t| t <= now_ms()) {
             return Err(Error::unknown_token(true));
         }
-        let user = accounts
-            .get_user(&record.user_id)
-            .await?
-            .ok_or_else(|| Error::unknown_token(false))?;
         if user.deactivated {
             return Err(Error::unknown_token(false));
         }

@@ -364,7 +364,12 @@ impl AdminService {
             started_ts: now_ms(),
         };
         self.core.storage.admin.put_job(&job).await?;
-        match self.core.storage.admin.purge_history(&purge).await {
+        let purged = self.core.storage.admin.purge_history(&purge).await;
+        if let Ok(Some(room)) = self.rooms.get(&room_id).await {
+            // Syncs must not serve purged events from memory.
+            room.write().await.recent.clear();
+        }
+        match purged {
             Ok(deleted) => {
                 job.status = "complete".into();
                 job.result_json = Some(json!({"deleted_events": deleted}).to_string());

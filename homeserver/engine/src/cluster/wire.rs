@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{storage::StreamPos, sync::notifier::WakeTarget};
+use crate::{
+    storage::StreamPos,
+    sync::notifier::{Sections, WakeTarget},
+};
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StreamMessage {
@@ -15,7 +18,8 @@ pub struct StreamMessage {
     pub i: u16,
     /// Its stream floor.
     pub f: StreamPos,
-    /// Wake-ups by position: `u:<user id>` or `r:<room id>`.
+    /// Wake-ups by position: `u:<user id>`, `s<sections>:<user id>` (only
+    /// those sync sections changed, a decimal bit set) or `r:<room id>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub w: Vec<(StreamPos, Vec<String>)>,
     /// Rooms whose timeline changed: other instances refresh their cached state.
@@ -26,6 +30,7 @@ pub struct StreamMessage {
 pub fn encode_target(target: &WakeTarget) -> String {
     match target {
         WakeTarget::User(u) => format!("u:{u}"),
+        WakeTarget::Changed(u, s) => format!("s{}:{u}", s.0),
         WakeTarget::Room(r) => format!("r:{r}"),
     }
 }
@@ -34,7 +39,10 @@ pub fn decode_target(s: &str) -> Option<WakeTarget> {
     match s.split_once(':')? {
         ("u", id) => Some(WakeTarget::User(id.to_owned())),
         ("r", id) => Some(WakeTarget::Room(id.to_owned())),
-        _ => None,
+        (kind, id) => {
+            let bits = kind.strip_prefix('s')?.parse().ok()?;
+            Some(WakeTarget::Changed(id.to_owned(), Sections(bits)))
+        }
     }
 }
 
@@ -59,11 +67,14 @@ mod tests {
     fn targets_round_trip_and_ids_may_contain_colons() {
         for t in [
             WakeTarget::User("@a:example.org:8448".into()),
+            WakeTarget::Changed("@a:example.org:8448".into(), Sections::DEVICE_LISTS),
+            WakeTarget::member("@b:x"),
             WakeTarget::Room("!r:x".into()),
         ] {
             assert_eq!(decode_target(&encode_target(&t)), Some(t));
         }
         assert_eq!(decode_target("z:whatever"), None);
+        assert_eq!(decode_target("s999:@a:x"), None);
         let msg: StreamMessage = serde_json::from_str(r#"{"i":3,"f":7}"#).unwrap();
         assert_eq!((msg.i, msg.f, msg.w.len()), (3, 7, 0));
     }

@@ -753,6 +753,9 @@ impl RoomFederation {
             redaction: None,
         };
         let persisted = storage.federation.persist_remote_event(&write).await;
+        // Reloaded from the store below; dropped before the join is visible,
+        // so no sync reads the old copy's kept events past it.
+        self.rooms.evict(room_id);
         self.core.complete(
             pos,
             if persisted.is_ok() {

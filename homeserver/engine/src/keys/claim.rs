@@ -45,7 +45,10 @@ impl KeysService {
                     .storage
                     .keys
                     .claim_key(&user_id, &device_id, &algorithm)
-                    .await?;
+                    .await;
+                // Claimed or not, a count cached before the claim may be stale.
+                self.core.key_counts.invalidate(&user_id);
+                let claimed = claimed?;
                 if let Some(key) = claimed {
                     out.one_time_keys
                         .entry(user_id.clone())

@@ -12,7 +12,12 @@ use std::{collections::BTreeSet, sync::Arc};
 use ruma::UserId;
 
 use super::KeysService;
-use crate::{core::Core, error::Result, storage::StreamPos, sync::notifier::WakeTarget};
+use crate::{
+    core::Core,
+    error::Result,
+    storage::StreamPos,
+    sync::notifier::{Sections, WakeTarget},
+};
 
 /// `(changed, left)` for `user_id` between the positions `from` and `to`.
 pub async fn delta(
@@ -76,15 +81,15 @@ pub async fn delta(
 pub(crate) async fn complete_change(core: &Arc<Core>, user_id: &str, pos: StreamPos, stored: bool) {
     let mut wake = Vec::new();
     if stored {
-        wake.push(WakeTarget::User(user_id.to_owned()));
+        let changed = |u: String| WakeTarget::Changed(u, Sections::DEVICE_LISTS);
+        wake.push(changed(user_id.to_owned()));
         match core.storage.device_lists.users_sharing_rooms(user_id).await {
-            Ok(users) => wake.extend(
-                users
-                    .into_iter()
-                    .filter(|u| u != user_id)
-                    .map(WakeTarget::User),
-            ),
-            Err(e) => tracing::warn!(error = %e, "device-list wake-up limited to the user"),
+            Ok(users) => wake.extend(users.into_iter().filter(|u| u != user_id).map(changed)),
+            Err(e) => {
+                tracing::warn!(error = %e, "device-list wake-up limited to the user");
+                // Whoever shares a room with them must still see the change.
+                core.journal.forget_before(pos);
+            }
         }
     }
     core.complete(pos, wake);
@@ -117,6 +122,7 @@ impl KeysService {
             .keys
             .delete_device_keys(user_id.as_str(), device_ids, pos)
             .await;
+        self.core.key_counts.invalidate(user_id.as_str());
         complete_change(&self.core, user_id.as_str(), pos, result.is_ok()).await;
         if result.is_ok() {
             use crate::federation::device_lists::{announce, DeviceChange};

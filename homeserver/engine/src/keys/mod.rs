@@ -71,11 +71,17 @@ pub(crate) async fn key_counts(
     user_id: &str,
     device_id: &str,
 ) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+    let epoch = match core.key_counts.get(user_id, device_id) {
+        Ok(cached) => return Ok(cached),
+        Err(epoch) => epoch,
+    };
     let (counts, fallbacks) = core.storage.keys.key_counts(user_id, device_id).await?;
     let mut out: BTreeMap<String, u64> = counts
         .into_iter()
         .map(|(alg, n)| (alg, n.max(0) as u64))
         .collect();
     out.entry(SIGNED_CURVE25519.to_owned()).or_insert(0);
-    Ok((out, fallbacks))
+    let counts = (out, fallbacks);
+    core.key_counts.put(user_id, device_id, epoch, &counts);
+    Ok(counts)
 }

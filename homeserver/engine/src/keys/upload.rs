@@ -90,6 +90,7 @@ impl KeysService {
             change_pos,
         };
         let outcome = store.upload_keys(user, device_id, &record).await;
+        self.core.key_counts.invalidate(user);
         if let Some(pos) = change_pos {
             let stored = matches!(outcome, Ok(KeyUploadOutcome::Stored));
             complete_change(&self.core, user, pos, stored).await;

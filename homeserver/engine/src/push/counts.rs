@@ -9,15 +9,19 @@
 //! the counts lazily instead: it evaluates the user's rules over the room's
 //! events after their read position, at most `push.lazy_count_limit` of them
 //! (so counts in a large room saturate at that number), against the room's
-//! current state.
+//! current state. The result is kept per user and room with the read positions
+//! and rules it was computed against; while those stay the same, the next sync
+//! evaluates only the events after it, so a member's sync costs one new event,
+//! not every unread one.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::OwnedRoomId;
 use serde_json::{json, Map, Value};
 
 use super::{
     conditions::{EventContext, Recipient},
+    evaluator::CompiledRules,
     thread_of, PushService,
 };
 use crate::{
@@ -32,11 +36,26 @@ pub struct UserCounts {
     by_room: HashMap<String, Vec<CountRecord>>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Tally {
     notif: i64,
     highlight: i64,
 }
+
+/// One user's counts in one large room, as evaluated up to `upto`.
+#[derive(Clone)]
+pub(super) struct LazyTally {
+    /// What they were computed against: the user's join position and read
+    /// positions (by thread) in the room, and their rules.
+    joined_at: StreamPos,
+    reads: Vec<(String, StreamPos)>,
+    rules: Arc<CompiledRules>,
+    upto: StreamPos,
+    tallies: HashMap<String, Tally>,
+}
+
+/// Users and rooms with kept large-room counts before they are all dropped.
+const MAX_LAZY_TALLIES: usize = 200_000;
 
 impl UserCounts {
     /// Whether the room's counters changed after `since` (a read receipt or a
@@ -131,35 +150,94 @@ impl PushService {
         joined_at: StreamPos,
         upto: StreamPos,
     ) -> Result<HashMap<String, Tally>> {
-        let mut tallies: HashMap<String, Tally> = HashMap::new();
-        let lower = counts
+        let rows = counts
             .by_room
             .get(room_id)
-            .into_iter()
-            .flatten()
-            .map(|r| r.read_pos)
-            .min()
-            .unwrap_or(0)
-            .max(joined_at);
-        let events = self
-            .core
-            .storage
-            .timeline
-            .room_events(
-                room_id,
-                upto,
-                lower,
-                Direction::Backward,
-                self.core.config.push.lazy_count_limit,
-            )
-            .await?;
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let mut reads: Vec<(String, StreamPos)> = rows
+            .iter()
+            .map(|r| (r.thread_id.clone(), r.read_pos))
+            .collect();
+        reads.sort();
+        let rules = self.compiled_rules(user_id).await?;
+        let key = (user_id.to_owned(), room_id.to_owned());
+        let kept = self.lazy.lock().get(&key).cloned().filter(|k| {
+            k.joined_at == joined_at
+                && k.reads == reads
+                && Arc::ptr_eq(&k.rules, &rules)
+                && k.upto <= upto
+        });
+        let limit = self.core.config.push.lazy_count_limit;
+        let (lower, mut tallies) = match kept {
+            Some(k) => (k.upto, k.tallies),
+            None => {
+                let lower = reads.iter().map(|(_, p)| *p).min().unwrap_or(0);
+                (lower.max(joined_at), HashMap::new())
+            }
+        };
+        if lower < upto {
+            self.evaluate_unread(user_id, room_id, counts, &rules, lower, upto, &mut tallies)
+                .await?;
+        }
+        for t in tallies.values_mut() {
+            // Counts saturate at the limit, as a first evaluation would.
+            t.notif = t.notif.min(limit as i64);
+            t.highlight = t.highlight.min(limit as i64);
+        }
+        let mut lazy = self.lazy.lock();
+        if lazy.len() >= MAX_LAZY_TALLIES && !lazy.contains_key(&key) {
+            lazy.clear();
+        }
+        if lazy.get(&key).is_none_or(|k| k.upto <= upto) {
+            lazy.insert(
+                key,
+                LazyTally {
+                    joined_at,
+                    reads,
+                    rules,
+                    upto,
+                    tallies: tallies.clone(),
+                },
+            );
+        }
+        Ok(tallies)
+    }
+
+    /// Adds the user's notifying events of a large room in `(lower, upto]`
+    /// (the latest `push.lazy_count_limit` of them) to `tallies`.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate_unread(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        counts: &UserCounts,
+        rules: &CompiledRules,
+        lower: StreamPos,
+        upto: StreamPos,
+        tallies: &mut HashMap<String, Tally>,
+    ) -> Result<()> {
         let Ok(rid) = OwnedRoomId::try_from(room_id) else {
-            return Ok(tallies);
+            return Ok(());
         };
         let Some(room) = self.rooms.get(&rid).await? else {
-            return Ok(tallies);
+            return Ok(());
         };
-        let rules = self.compiled_rules(user_id).await?;
+        let limit = self.core.config.push.lazy_count_limit;
+        let kept = match self.core.cluster {
+            None => room.read().await.recent.newest(lower, upto, limit),
+            Some(_) => None,
+        };
+        let events = match kept {
+            Some(events) => events,
+            None => {
+                self.core
+                    .storage
+                    .timeline
+                    .room_events(room_id, upto, lower, Direction::Backward, limit)
+                    .await?
+            }
+        };
         let st = room.read().await;
         let levels = st
             .state_event("m.room.power_levels", "")
@@ -193,6 +271,6 @@ impl PushService {
                 t.highlight += i64::from(o.highlight);
             }
         }
-        Ok(tallies)
+        Ok(())
     }
 }

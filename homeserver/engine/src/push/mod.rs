@@ -141,6 +141,8 @@ pub struct PushService {
     presence: PresenceService,
     account_data: AccountDataService,
     cache: Arc<Mutex<HashMap<String, Arc<CachedRules>>>>,
+    /// Large rooms' lazily computed counts, by user and room (`counts.rs`).
+    lazy: Arc<Mutex<HashMap<(String, String), counts::LazyTally>>>,
     /// Woken when deliveries are queued.
     delivery_wake: Arc<Notify>,
     /// Set on shutdown: the worker and the delivery task stop.
@@ -165,6 +167,7 @@ impl PushService {
             presence,
             account_data,
             cache: Default::default(),
+            lazy: Default::default(),
             delivery_wake: Default::default(),
             stop: Arc::new(watch::channel(false).0),
             http,

@@ -13,7 +13,10 @@ use super::{
     EventJob, Job, PushService,
 };
 use crate::{
-    error::Result, rooms::send::user_power, storage::NewNotification, sync::notifier::WakeTarget,
+    error::Result,
+    rooms::send::user_power,
+    storage::NewNotification,
+    sync::notifier::{Sections, WakeTarget},
     util::now_ms,
 };
 
@@ -88,8 +91,10 @@ impl PushService {
         if let Err(e) = &result {
             tracing::warn!(error = %e, user_id, room_id, "resetting notification counts failed");
         }
-        self.core
-            .complete(counts_pos, vec![WakeTarget::User(user_id.to_owned())]);
+        self.core.complete(
+            counts_pos,
+            vec![WakeTarget::Changed(user_id.to_owned(), Sections::COUNTS)],
+        );
     }
 
     async fn process_events(&self, events: Vec<EventJob>) {
@@ -127,7 +132,7 @@ impl PushService {
         self.core.complete(
             counts_pos,
             wake.into_iter()
-                .map(|u| WakeTarget::User(u.to_owned()))
+                .map(|u| WakeTarget::Changed(u.to_owned(), Sections::COUNTS))
                 .collect(),
         );
         if result.is_ok() && batch.iter().any(|n| n.push) {

@@ -141,6 +141,7 @@ impl RoomService {
             invited: Default::default(),
             servers: Default::default(),
             large_threshold: core.config.limits.large_room_members,
+            recent: Default::default(),
         };
         let mut planned = Vec::new();
         apply_to_scratch(&mut st, &built);
@@ -318,6 +319,7 @@ impl RoomService {
             invited: Default::default(),
             servers: Default::default(),
             large_threshold: core.config.limits.large_room_members,
+            recent: Default::default(),
         });
         let mut live = handle.write().await;
         for built in planned {

@@ -170,11 +170,20 @@ impl RoomService {
                 "You must leave the room before forgetting it.",
             )),
             _ => {
-                self.core
+                // A position of its own, so syncs drop kept memberships.
+                let pos = self.core.stream.allocate();
+                let result = self
+                    .core
                     .storage
                     .rooms
                     .forget_room(user.as_str(), room_id.as_str())
-                    .await
+                    .await;
+                let wake = crate::sync::notifier::WakeTarget::Changed(
+                    user.to_string(),
+                    crate::sync::notifier::Sections::MEMBERSHIPS,
+                );
+                self.core.complete(pos, vec![wake]);
+                result
             }
         }
     }

@@ -52,6 +52,88 @@ pub struct RoomState {
     /// Above this many joined members the room is "large": one room-level
     /// wake-up instead of waking each member (`limits.large_room_members`).
     pub large_threshold: usize,
+    /// The newest timeline events, which incremental syncs read from here.
+    pub recent: RecentEvents,
+}
+
+/// Timeline events kept per room for incremental syncs.
+const RECENT_EVENTS: usize = 16;
+
+/// A room's newest timeline events: every event with a position in
+/// `(from, newest]`, in order. Filled by the two paths that add to a held
+/// room's timeline (a local send, an accepted remote event); a remote join
+/// reloads the room before its event becomes visible, and a history purge
+/// empties it. On several instances, events written elsewhere never pass
+/// through here, so it is only used on a single instance.
+#[derive(Debug, Default)]
+pub struct RecentEvents {
+    from: StreamPos,
+    events: std::collections::VecDeque<crate::storage::StoredEvent>,
+}
+
+impl RecentEvents {
+    /// Empty, for a room whose events up to `pos` are all in the store.
+    pub fn after(pos: StreamPos) -> Self {
+        Self {
+            from: pos,
+            events: Default::default(),
+        }
+    }
+
+    /// Adds the room's next timeline event.
+    pub fn push(&mut self, ev: crate::storage::StoredEvent) {
+        if self
+            .events
+            .back()
+            .is_some_and(|b| b.stream_pos >= ev.stream_pos)
+        {
+            // Out of order: nothing here can be trusted any more.
+            return self.clear();
+        }
+        if self.events.len() == RECENT_EVENTS {
+            if let Some(oldest) = self.events.pop_front() {
+                self.from = oldest.stream_pos;
+            }
+        }
+        self.events.push_back(ev);
+    }
+
+    /// Applies a redaction to a kept event.
+    pub fn redact(&mut self, event_id: &str, redacted_json: &str) {
+        if let Some(ev) = self.events.iter_mut().find(|e| e.event_id == event_id) {
+            redacted_json.clone_into(&mut ev.pdu_json);
+        }
+    }
+
+    /// Forgets every kept event: the store has changed underneath.
+    pub fn clear(&mut self) {
+        if let Some(newest) = self.events.back() {
+            self.from = self.from.max(newest.stream_pos);
+        }
+        self.events.clear();
+    }
+
+    /// The newest `limit` events in `(lower, upto]`, newest first (what
+    /// `TimelineStore::room_events` returns backwards), if all are kept.
+    pub fn newest(
+        &self,
+        lower: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Option<Vec<crate::storage::StoredEvent>> {
+        if lower < self.from {
+            return None;
+        }
+        Some(
+            self.events
+                .iter()
+                .rev()
+                .filter(|e| e.stream_pos > lower && e.stream_pos <= upto)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 impl RoomState {
@@ -120,6 +202,37 @@ impl RoomState {
             _ => {}
         }
     }
+}
+
+/// Whom a new event at `pos` in the room wakes besides the membership's
+/// target: each joined or invited member, or the room itself when it is large.
+/// A membership change also changes every joined member's device lists (who
+/// they share a room with); in a large room that is marked in the journal
+/// directly, so the send still wakes only the room.
+pub(crate) fn member_wakes(
+    core: &Core,
+    st: &RoomState,
+    pos: StreamPos,
+    membership_changed: bool,
+) -> Vec<crate::sync::notifier::WakeTarget> {
+    use crate::sync::notifier::{Sections, WakeTarget};
+    if st.is_large() {
+        if membership_changed {
+            core.journal
+                .mark_all(&st.joined, Sections::DEVICE_LISTS, pos);
+        }
+        return vec![WakeTarget::Room(st.room_id.to_string())];
+    }
+    let sections = if membership_changed {
+        Sections::DEVICE_LISTS
+    } else {
+        Sections::NONE
+    };
+    st.joined
+        .iter()
+        .chain(st.invited.iter())
+        .map(|u| WakeTarget::Changed(u.clone(), sections))
+        .collect()
 }
 
 /// The server name part of a user id.
@@ -226,6 +339,7 @@ impl RoomService {
                 extremities.push(event_id);
             }
         }
+        let latest_pos = storage.timeline.room_max_pos(room_id.as_str()).await?;
         Ok(Some(RoomState {
             room_id: room_id.to_owned(),
             version,
@@ -234,7 +348,7 @@ impl RoomService {
             extremities,
             max_depth,
             snapshot: storage.rooms.current_snapshot(room_id.as_str()).await?,
-            latest_pos: storage.timeline.room_max_pos(room_id.as_str()).await?,
+            latest_pos,
             servers: joined.iter().fold(HashMap::new(), |mut m, u| {
                 *m.entry(server_of(u).to_owned()).or_default() += 1;
                 m
@@ -242,6 +356,7 @@ impl RoomService {
             joined,
             invited,
             large_threshold: self.core.config.limits.large_room_members,
+            recent: RecentEvents::after(latest_pos),
         }))
     }
 
@@ -288,10 +403,7 @@ impl RoomService {
                 if st.is_large() {
                     vec![WakeTarget::Room(room_id.to_string())]
                 } else {
-                    st.joined
-                        .iter()
-                        .map(|u| WakeTarget::User(u.clone()))
-                        .collect()
+                    st.joined.iter().map(|u| WakeTarget::member(u)).collect()
                 }
             }
             _ => Vec::new(),
@@ -300,5 +412,62 @@ impl RoomService {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentEvents;
+    use crate::storage::StoredEvent;
+
+    fn ev(pos: i64) -> StoredEvent {
+        StoredEvent {
+            stream_pos: pos,
+            event_id: format!("$e{pos}"),
+            room_id: "!r:x".into(),
+            pdu_json: "{}".into(),
+            state_before: 0,
+            rejected: false,
+            txn: None,
+        }
+    }
+
+    fn positions(events: Option<Vec<StoredEvent>>) -> Option<Vec<i64>> {
+        events.map(|e| e.iter().map(|e| e.stream_pos).collect())
+    }
+
+    #[test]
+    fn serves_only_ranges_it_holds_whole() {
+        let mut r = RecentEvents::after(10);
+        assert_eq!(positions(r.newest(9, 20, 5)), None);
+        assert_eq!(positions(r.newest(10, 20, 5)), Some(vec![]));
+        for p in [12, 15, 17] {
+            r.push(ev(p));
+        }
+        assert_eq!(positions(r.newest(10, 20, 5)), Some(vec![17, 15, 12]));
+        // Only visible positions, newest first, at most `limit`.
+        assert_eq!(positions(r.newest(10, 16, 1)), Some(vec![15]));
+        assert_eq!(positions(r.newest(15, 20, 5)), Some(vec![17]));
+        for p in 18..40 {
+            r.push(ev(p));
+        }
+        // The oldest fell out: ranges reaching below them go to the store.
+        // 25 pushed, 16 kept (24..=39): the last one dropped was 23.
+        assert_eq!(positions(r.newest(23, 40, 50)).map(|p| p.len()), Some(16));
+        assert_eq!(positions(r.newest(30, 40, 50)).map(|p| p.len()), Some(9));
+        assert_eq!(positions(r.newest(22, 40, 50)), None);
+        r.redact("$e39", "{\"redacted\":true}");
+        assert_eq!(
+            r.newest(38, 40, 1).unwrap()[0].pdu_json,
+            "{\"redacted\":true}"
+        );
+        r.clear();
+        assert_eq!(positions(r.newest(38, 40, 5)), None);
+        assert_eq!(positions(r.newest(39, 40, 5)), Some(vec![]));
+        // An out-of-order push empties it rather than leave a hole.
+        r.push(ev(45));
+        r.push(ev(44));
+        assert_eq!(positions(r.newest(39, 50, 5)), None);
+        assert_eq!(positions(r.newest(45, 50, 5)), Some(vec![]));
     }
 }

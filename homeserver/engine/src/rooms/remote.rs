@@ -385,6 +385,18 @@ impl RoomService {
         st.max_depth = st.max_depth.max(pdu.depth);
         st.latest_pos = pos;
         st.snapshot = current_id;
+        if let Some((target, redacted)) = &write.redaction {
+            st.recent.redact(target, redacted);
+        }
+        st.recent.push(crate::storage::StoredEvent {
+            stream_pos: pos,
+            event_id: write.event_id.clone(),
+            room_id: write.room_id.clone(),
+            pdu_json: write.pdu_json.clone(),
+            state_before: write.state_before,
+            rejected: false,
+            txn: None,
+        });
         let mut wake = Vec::new();
         for (key, p) in changed_pdus {
             st.state.insert(key, p);
@@ -393,16 +405,12 @@ impl RoomService {
             st.track_membership(user, m);
             wake.push(WakeTarget::User(user.clone()));
         }
-        if st.is_large() {
-            wake.push(WakeTarget::Room(room_id));
-        } else {
-            wake.extend(
-                st.joined
-                    .iter()
-                    .chain(st.invited.iter())
-                    .map(|u| WakeTarget::User(u.clone())),
-            );
-        }
+        wake.extend(super::member_wakes(
+            &self.core,
+            st,
+            pos,
+            !memberships.is_empty(),
+        ));
         self.core.complete_in(pos, wake, Some(st.room_id.as_str()));
         // Our users are notified of events from other servers like any other.
         self.core

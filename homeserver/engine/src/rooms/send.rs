@@ -43,21 +43,15 @@ impl RoomService {
         txn: Option<Txn<'_>>,
     ) -> Result<OwnedEventId> {
         let timeline = &self.core.storage.timeline;
-        if let Some(t) = txn {
-            if let Some(id) = timeline
-                .find_txn(sender.as_str(), t.device_id, &t.key())
-                .await?
-            {
-                return OwnedEventId::try_from(id).map_err(|e| Error::unknown(e.to_string()));
-            }
-        }
         let room = self
             .get(room_id)
             .await?
             .ok_or_else(|| Error::forbidden("You are not in this room."))?;
         let mut st = self.write_lock(&room).await?;
         if let Some(t) = txn {
-            // A concurrent retry may have won the race for the room lock.
+            // Checked under the room lock, so a concurrent retry either sees
+            // the first send's id or is the first send. (Retries are rare: one
+            // read here, not one before the lock and one after.)
             if let Some(id) = timeline
                 .find_txn(sender.as_str(), t.device_id, &t.key())
                 .await?
@@ -231,6 +225,21 @@ impl RoomService {
         }
 
         // Persisted: now apply to the in-memory room.
+        if let Some((target, redacted)) = &record.redaction {
+            st.recent.redact(target, redacted);
+        }
+        st.recent.push(crate::storage::StoredEvent {
+            stream_pos: pos,
+            event_id: record.event_id.clone(),
+            room_id: record.room_id.clone(),
+            pdu_json: record.pdu_json.clone(),
+            state_before: record.state_before,
+            rejected: false,
+            txn: record
+                .txn
+                .as_ref()
+                .map(|t| (t.device_id.clone(), t.txn_id.clone())),
+        });
         let event_id = pdu.event_id.clone();
         st.extremities = vec![event_id.clone()];
         st.max_depth = st.max_depth.max(pdu.depth);
@@ -244,16 +253,7 @@ impl RoomService {
             }
             st.state.insert((pdu.kind.to_string(), key), Arc::new(pdu));
         }
-        if st.is_large() {
-            wake.push(WakeTarget::Room(st.room_id.to_string()));
-        } else {
-            wake.extend(
-                st.joined
-                    .iter()
-                    .chain(st.invited.iter())
-                    .map(|u| WakeTarget::User(u.clone())),
-            );
-        }
+        wake.extend(super::member_wakes(core, st, pos, membership.is_some()));
         core.complete_in(pos, wake, Some(st.room_id.as_str()));
         if let Some(json) = outbound_json {
             if let Err(e) = core

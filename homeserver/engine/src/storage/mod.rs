@@ -196,6 +196,12 @@ pub trait AccountStore: Send + Sync {
 
     async fn insert_token(&self, token: &NewToken<'_>) -> Result<()>;
     async fn get_token(&self, access_token: &str) -> Result<Option<TokenRecord>>;
+    /// The token and its owner's account, in one read: what authenticating a
+    /// request needs.
+    async fn get_token_owner(
+        &self,
+        access_token: &str,
+    ) -> Result<Option<(TokenRecord, UserRecord)>>;
     /// Exchanges a refresh token for a new token pair, atomically. Returns the
     /// owner, or `None` if the refresh token is unknown or already used.
     async fn rotate_refresh_token(

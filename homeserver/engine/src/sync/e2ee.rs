@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::{core::Core, error::Result, keys, storage::StreamPos, to_device};
+use crate::{
+    core::Core, error::Result, keys, storage::StreamPos, sync::notifier::Sections, to_device,
+};
 
 /// What `/sync` adds for a device's end-to-end encryption.
 pub struct E2eeSections {
@@ -40,10 +42,19 @@ pub async fn sections(
     since: Option<StreamPos>,
     upto: StreamPos,
 ) -> Result<E2eeSections> {
-    let to_device = to_device::deliver(core, user_id, device_id, since, upto).await?;
+    let changed = |sections| since.is_none_or(|s| core.journal.changed(user_id, sections, s));
+    let to_device = if changed(Sections::TO_DEVICE) {
+        to_device::deliver(core, user_id, device_id, since, upto).await?
+    } else {
+        // Messages delivered at or before `since` stay in the inbox until
+        // the next delivery deletes them.
+        Vec::new()
+    };
     let (changed, left) = match since {
-        Some(since) => keys::device_lists::delta(core, user_id, since, upto).await?,
-        None => (Vec::new(), Vec::new()),
+        Some(since) if changed(Sections::DEVICE_LISTS) => {
+            keys::device_lists::delta(core, user_id, since, upto).await?
+        }
+        _ => (Vec::new(), Vec::new()),
     };
     let (counts, fallbacks) = keys::key_counts(core, user_id, device_id).await?;
     Ok(E2eeSections {

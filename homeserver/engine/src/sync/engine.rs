@@ -8,7 +8,11 @@ use ruma::OwnedRoomId;
 use serde_json::{json, Map, Value};
 
 use super::{
-    filter::Filter, make_token, notifier::WakeTarget, parse_token, stream::READ_AFTER_WRITE_WAIT,
+    filter::Filter,
+    make_token,
+    notifier::{Sections, WakeTarget},
+    parse_token,
+    stream::READ_AFTER_WRITE_WAIT,
 };
 use std::collections::HashMap;
 
@@ -74,7 +78,7 @@ struct Pass {
     /// not change: members of newly joined rooms, and members who just joined.
     presence_of: HashSet<String>,
     /// The viewer's unread notification counters.
-    counts: UserCounts,
+    counts: Arc<UserCounts>,
 }
 
 /// One computed response and what to wait on if it is empty.
@@ -183,6 +187,45 @@ impl SyncService {
         }
     }
 
+    /// The user's memberships: kept in the journal for an incremental sync,
+    /// read from the store (and kept) otherwise.
+    async fn memberships(
+        &self,
+        user_id: &str,
+        since: Option<StreamPos>,
+    ) -> Result<Arc<Vec<MembershipRecord>>> {
+        let journal = &self.core.journal;
+        if since.is_some() {
+            if let Some(kept) = journal.memberships(user_id) {
+                return Ok(kept);
+            }
+        }
+        let read_at = self.core.stream.current();
+        let read = Arc::new(
+            self.core
+                .storage
+                .rooms
+                .memberships_for_user(user_id)
+                .await?,
+        );
+        journal.keep_memberships(user_id, read_at, read.clone());
+        Ok(read)
+    }
+
+    /// The user's notification counters, kept in the journal like memberships.
+    async fn counts(&self, user_id: &str, since: Option<StreamPos>) -> Result<Arc<UserCounts>> {
+        let journal = &self.core.journal;
+        if since.is_some() {
+            if let Some(kept) = journal.counts(user_id) {
+                return Ok(kept);
+            }
+        }
+        let read_at = self.core.stream.current();
+        let read = Arc::new(self.push.user_counts(user_id).await?);
+        journal.keep_counts(user_id, read_at, read.clone());
+        Ok(read)
+    }
+
     async fn compute(
         &self,
         req: &SyncRequest,
@@ -190,11 +233,17 @@ impl SyncService {
         upto: StreamPos,
     ) -> Result<Computed> {
         let storage = &self.core.storage;
-        let memberships = storage.rooms.memberships_for_user(&req.user_id).await?;
-        let account_data = storage
-            .account_data
-            .account_data_since(&req.user_id, since.unwrap_or(0), upto)
-            .await?;
+        let memberships = self.memberships(&req.user_id, since).await?;
+        let journal = &self.core.journal;
+        let changed = |sections| since.is_none_or(|s| journal.changed(&req.user_id, sections, s));
+        let account_data = if changed(Sections::ACCOUNT_DATA) {
+            storage
+                .account_data
+                .account_data_since(&req.user_id, since.unwrap_or(0), upto)
+                .await?
+        } else {
+            Vec::new()
+        };
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut knock = Map::new();
@@ -209,7 +258,7 @@ impl SyncService {
             large_rooms: Vec::new(),
             joined_handles: Vec::new(),
             presence_of: HashSet::new(),
-            counts: self.push.user_counts(&req.user_id).await?,
+            counts: self.counts(&req.user_id, since).await?,
         };
 
         for m in memberships
@@ -392,12 +441,20 @@ impl SyncService {
 
         let lower = if newly_joined { 0 } else { since.unwrap_or(0) };
         let limit = req.filter.timeline_limit;
-        let mut events = self
-            .core
-            .storage
-            .timeline
-            .room_events(&m.room_id, upto, lower, Direction::Backward, limit + 1)
-            .await?;
+        let kept = match self.core.cluster {
+            None => room.read().await.recent.newest(lower, upto, limit + 1),
+            Some(_) => None,
+        };
+        let mut events = match kept {
+            Some(events) => events,
+            None => {
+                self.core
+                    .storage
+                    .timeline
+                    .room_events(&m.room_id, upto, lower, Direction::Backward, limit + 1)
+                    .await?
+            }
+        };
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();

@@ -3,6 +3,7 @@
 pub mod e2ee;
 mod engine;
 pub mod filter;
+pub mod journal;
 pub mod notifier;
 pub mod stream;
 

@@ -212,6 +212,30 @@ impl AccountStore for SqlStore {
             .transpose()?)
     }
 
+    async fn get_token_owner(
+        &self,
+        access_token: &str,
+    ) -> Result<Option<(TokenRecord, UserRecord)>> {
+        let row = sqlx::query(
+            "SELECT t.device_id, t.expires_ts, u.* FROM access_tokens t
+             JOIN users u ON u.user_id = t.user_id WHERE t.token = $1",
+        )
+        .bind(access_token)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                let user = user_from_row(&r)?;
+                let token = TokenRecord {
+                    user_id: user.user_id.clone(),
+                    device_id: r.try_get("device_id")?,
+                    expires_ts: r.try_get("expires_ts")?,
+                };
+                Ok((token, user))
+            })
+            .transpose()?)
+    }
+
     async fn rotate_refresh_token(
         &self,
         refresh_token: &str,
