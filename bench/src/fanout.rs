@@ -48,6 +48,15 @@ pub struct Args {
     /// Give up if a message has not reached every member within this many seconds.
     #[arg(long, default_value_t = 60)]
     pub message_timeout_secs: u64,
+    /// Unmeasured messages first. The first message after the joins makes
+    /// each member's sync do one-time catch-up work (a large room's unread
+    /// counts are evaluated from their join on, then kept); its time to the
+    /// last member is printed on its own.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// How long a warm-up message may take to reach every member.
+    #[arg(long, default_value_t = 600)]
+    pub warmup_timeout_secs: u64,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -115,10 +124,15 @@ pub async fn run(args: Args) -> Result<()> {
         bail!("{failed} members could not follow the room: {why:?}");
     }
 
-    let timeout = Duration::from_secs(args.message_timeout_secs);
     let mut to_last = Vec::new();
     let mut to_each = Vec::new();
-    for seq in 0..args.messages {
+    for seq in 0..args.warmup + args.messages {
+        let warmup = seq < args.warmup;
+        let timeout = Duration::from_secs(if warmup {
+            args.warmup_timeout_secs
+        } else {
+            args.message_timeout_secs
+        });
         let sent_at = Instant::now();
         alice
             .send_message(
@@ -134,8 +148,10 @@ pub async fn run(args: Args) -> Result<()> {
             match tokio::time::timeout_at(deadline, arrivals.recv()).await {
                 Ok(Some((who, s, at))) if s == seq => {
                     if got.insert(who) {
-                        to_each.push(at.saturating_duration_since(sent_at));
                         last = last.max(at);
+                        if !warmup {
+                            to_each.push(at.saturating_duration_since(sent_at));
+                        }
                     }
                 }
                 Ok(Some(_)) => continue,
@@ -148,7 +164,15 @@ pub async fn run(args: Args) -> Result<()> {
                 ),
             }
         }
-        to_last.push(last - sent_at);
+        if warmup {
+            println!(
+                "  warm-up message {seq}: send -> last of {} members {:.1} ms",
+                args.members,
+                (last - sent_at).as_secs_f64() * 1000.0
+            );
+        } else {
+            to_last.push(last - sent_at);
+        }
         // Let the long-polls re-park before the next message.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

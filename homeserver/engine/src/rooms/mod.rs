@@ -98,6 +98,35 @@ impl RecentEvents {
         self.events.push_back(ev);
     }
 
+    /// Keeps an event just persisted at `pos` (a local send or an accepted
+    /// remote event), after applying the redaction it carries out.
+    /// `txn` is the sending device and its txn id, for the sender's
+    /// `unsigned.transaction_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn persisted(
+        &mut self,
+        room_id: &str,
+        event_id: &str,
+        pos: StreamPos,
+        pdu_json: &str,
+        state_before: i64,
+        txn: Option<(String, String)>,
+        redaction: Option<&(String, String)>,
+    ) {
+        if let Some((target, redacted)) = redaction {
+            self.redact(target, redacted);
+        }
+        self.push(crate::storage::StoredEvent {
+            stream_pos: pos,
+            event_id: event_id.to_owned(),
+            room_id: room_id.to_owned(),
+            pdu_json: pdu_json.to_owned(),
+            state_before,
+            rejected: false,
+            txn,
+        });
+    }
+
     /// Applies a redaction to a kept event.
     pub fn redact(&mut self, event_id: &str, redacted_json: &str) {
         if let Some(ev) = self.events.iter_mut().find(|e| e.event_id == event_id) {

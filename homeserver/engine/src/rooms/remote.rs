@@ -385,18 +385,15 @@ impl RoomService {
         st.max_depth = st.max_depth.max(pdu.depth);
         st.latest_pos = pos;
         st.snapshot = current_id;
-        if let Some((target, redacted)) = &write.redaction {
-            st.recent.redact(target, redacted);
-        }
-        st.recent.push(crate::storage::StoredEvent {
-            stream_pos: pos,
-            event_id: write.event_id.clone(),
-            room_id: write.room_id.clone(),
-            pdu_json: write.pdu_json.clone(),
-            state_before: write.state_before,
-            rejected: false,
-            txn: None,
-        });
+        st.recent.persisted(
+            &write.room_id,
+            &write.event_id,
+            pos,
+            &write.pdu_json,
+            write.state_before,
+            None,
+            write.redaction.as_ref(),
+        );
         let mut wake = Vec::new();
         for (key, p) in changed_pdus {
             st.state.insert(key, p);

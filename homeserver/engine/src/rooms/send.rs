@@ -225,21 +225,16 @@ impl RoomService {
         }
 
         // Persisted: now apply to the in-memory room.
-        if let Some((target, redacted)) = &record.redaction {
-            st.recent.redact(target, redacted);
-        }
-        st.recent.push(crate::storage::StoredEvent {
-            stream_pos: pos,
-            event_id: record.event_id.clone(),
-            room_id: record.room_id.clone(),
-            pdu_json: record.pdu_json.clone(),
-            state_before: record.state_before,
-            rejected: false,
-            txn: record
-                .txn
-                .as_ref()
-                .map(|t| (t.device_id.clone(), t.txn_id.clone())),
-        });
+        let txn = (record.txn.as_ref()).map(|t| (t.device_id.clone(), t.txn_id.clone()));
+        st.recent.persisted(
+            &record.room_id,
+            &record.event_id,
+            pos,
+            &record.pdu_json,
+            record.state_before,
+            txn,
+            record.redaction.as_ref(),
+        );
         let event_id = pdu.event_id.clone();
         st.extremities = vec![event_id.clone()];
         st.max_depth = st.max_depth.max(pdu.depth);
